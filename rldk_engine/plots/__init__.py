@@ -1,0 +1,1 @@
+"""Matplotlib figures, one module per family; matplotlib is imported lazily."""

@@ -1,0 +1,256 @@
+"""The offline run: numpy columns per canonical metric, aligned on step.
+
+`ColumnBuilder` takes raw rows (source keys, raw values) as fast as a reader can produce
+them: rows are bucketed by their key schema, so the alias mapping and the float
+conversion happen once per schema and per chunk, not once per value.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from itertools import chain
+
+import numpy as np
+
+from .metrics import CANONICAL, canonical_map, is_canonical
+from .parse import flatten_json_row, number_from_value
+
+MAX_ERRORS = 100
+
+
+@dataclass
+class Run:
+    run_id: str
+    source: str
+    format: str
+    steps: np.ndarray  # int64, strictly increasing
+    columns: dict[str, np.ndarray]  # float64, NaN where missing
+    nonfinite: dict[str, np.ndarray] = field(default_factory=dict)  # steps of logged NaN/inf/None
+    errors: list[str] = field(default_factory=list)
+    n_skipped: int = 0
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.steps.size)
+
+    @property
+    def metrics(self) -> list[str]:
+        """Canonical metrics first (SPEC order), then unknown keys sorted."""
+        return self.canonical_metrics + self.unknown_keys
+
+    @property
+    def canonical_metrics(self) -> list[str]:
+        return [name for name in CANONICAL if name in self.columns]
+
+    @property
+    def unknown_keys(self) -> list[str]:
+        return sorted(name for name in self.columns if not is_canonical(name))
+
+    def get(self, name: str) -> np.ndarray | None:
+        return self.columns.get(name)
+
+    @classmethod
+    def from_records(
+        cls,
+        records: Iterable[Mapping[str, object]],
+        run_id: str = "run",
+        source: str = "<memory>",
+        format: str = "records",
+    ) -> Run:
+        """Build a run from dict rows (source or canonical keys), e.g. in tests."""
+        builder = ColumnBuilder()
+        for row in records:
+            builder.add(dict(row))
+        return builder.build(run_id=run_id, source=source, format=format)
+
+
+class _Bucket:
+    """Rows sharing one key schema: converted chunks and their global row ids."""
+
+    __slots__ = ("keys", "chunks", "rows")
+
+    def __init__(self, keys: tuple[str, ...]):
+        self.keys = keys
+        self.chunks: list[tuple[np.ndarray, np.ndarray | None]] = []  # (values, present)
+        self.rows = array("q")
+
+
+class ColumnBuilder:
+    """Collects raw dict rows; converts them in chunks, grouped by key schema.
+
+    Per row only a list append happens in Python; schema grouping and float conversion
+    run over whole chunks through C-level `map`/numpy calls. Hot readers may append to
+    `pending` directly and call `flush_if_full()`.
+    """
+
+    CHUNK_ROWS = 4096
+
+    def __init__(self) -> None:
+        self._buckets: dict[tuple[str, ...], _Bucket] = {}
+        self.pending: list[dict] = []
+        self.n_rows = 0  # rows already flushed into buckets
+        self.errors: list[str] = []
+        self.n_skipped = 0
+
+    def add(self, row: dict) -> None:
+        self.pending.append(row)
+        if len(self.pending) >= self.CHUNK_ROWS:
+            self.flush()
+
+    def flush_if_full(self) -> None:
+        if len(self.pending) >= self.CHUNK_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        chunk = self.pending[:]
+        self.pending.clear()  # in place: readers hold a bound `pending.append`
+        if not chunk:
+            return
+        start = self.n_rows
+        self.n_rows += len(chunk)
+        schemas = list(map(tuple, chunk))
+        if any("data" in keys or "metrics" in keys for keys in set(schemas)):
+            chunk = list(map(flatten_json_row, chunk))
+            schemas = list(map(tuple, chunk))
+        if schemas.count(schemas[0]) == len(schemas):  # the usual case: one schema
+            groups = {schemas[0]: (range(start, start + len(chunk)), chunk)}
+        else:
+            groups = {}
+            for offset, (keys, row) in enumerate(zip(schemas, chunk)):
+                ids, rows = groups.setdefault(keys, ([], []))
+                ids.append(start + offset)
+                rows.append(row)
+        for keys, (ids, rows) in groups.items():
+            bucket = self._buckets.get(keys)
+            if bucket is None:
+                bucket = self._buckets[keys] = _Bucket(keys)
+            bucket.chunks.append(_to_matrix(rows, len(keys)))
+            bucket.rows.extend(ids)
+
+    def skip(self, message: str) -> None:
+        """Count a rejected line; keep the first MAX_ERRORS messages."""
+        self.n_skipped += 1
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append(message)
+
+    def build(self, run_id: str, source: str, format: str) -> Run:
+        self.flush()
+        n = self.n_rows
+        values: dict[str, np.ndarray] = {}
+        present: dict[str, np.ndarray] = {}
+        for bucket in self._buckets.values():
+            rows = np.frombuffer(bucket.rows, dtype=np.int64)
+            mat = np.concatenate([chunk for chunk, _ in bucket.chunks], axis=1)
+            ok = None  # None: every value of the bucket is present (the fast path)
+            if any(mask is not None for _, mask in bucket.chunks):
+                ok = np.concatenate([
+                    np.ones(chunk.shape, dtype=bool) if mask is None else mask
+                    for chunk, mask in bucket.chunks
+                ], axis=1)
+            whole = rows.size == n  # one schema for the whole run: rows are 0..n-1
+            for j, (name, negate) in enumerate(canonical_map(bucket.keys)):
+                col = -mat[j] if negate else mat[j]
+                if ok is None and whole:
+                    values[name] = col
+                    present[name] = np.ones(n, dtype=bool)
+                    continue
+                col_ok = np.ones(rows.size, dtype=bool) if ok is None else ok[j]
+                if not col_ok.any():
+                    continue
+                if name not in values:
+                    values[name] = np.full(n, np.nan)
+                    present[name] = np.zeros(n, dtype=bool)
+                sel = rows[col_ok]
+                values[name][sel] = col[col_ok]
+                present[name][sel] = True
+        steps = _infer_steps(values.pop("step", np.full(n, np.nan)), present.pop("step", None))
+        steps, values, present = _merge_steps(steps, values, present)
+        nonfinite = {
+            name: steps[present[name] & ~np.isfinite(col)]
+            for name, col in values.items()
+            if not np.isfinite(col[present[name]]).all()
+        }
+        return Run(
+            run_id=run_id,
+            source=source,
+            format=format,
+            steps=steps,
+            columns=values,
+            nonfinite=nonfinite,
+            errors=list(self.errors),
+            n_skipped=self.n_skipped,
+        )
+
+
+def _to_matrix(rows: list[dict], width: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Dict rows of one schema -> (float matrix, present mask or None when all present).
+
+    Fast path: one `np.fromiter` over all values (plain numbers only). Rows holding
+    None, strings or nested values go column by column, element-wise only where needed.
+    """
+    try:
+        flat = np.fromiter(chain.from_iterable(map(dict.values, rows)), np.float64, count=len(rows) * width)
+        # stored column-major: one contiguous row per metric makes the final columns cheap
+        return flat.reshape(len(rows), width).T.copy(), None
+    except (ValueError, TypeError, OverflowError):
+        pass
+    rows = list(map(tuple, map(dict.values, rows)))
+    mat = np.full((width, len(rows)), np.nan)
+    ok = np.ones((width, len(rows)), dtype=bool)
+    for j in range(width):
+        column = [row[j] for row in rows]
+        try:
+            mat[j] = np.array(column, dtype=np.float64)
+            continue
+        except (ValueError, TypeError, OverflowError):
+            pass
+        for i, raw in enumerate(column):  # only a column holding non-numbers gets here
+            number = number_from_value(raw)
+            if number is None:
+                ok[j, i] = False
+            else:
+                mat[j, i] = number
+    return mat, ok
+
+
+def _infer_steps(raw: np.ndarray, present: np.ndarray | None) -> np.ndarray:
+    """Rows without a usable step get the previous step + 1 (the first ones 0, 1, ...)."""
+    n = raw.size
+    known = np.isfinite(raw) if present is not None else np.zeros(n, dtype=bool)
+    if known.all():
+        return raw.astype(np.int64)
+    index = np.arange(n)
+    last = np.maximum.accumulate(np.where(known, index, -1))
+    base = np.where(last >= 0, raw[np.maximum(last, 0)], -1.0)
+    inferred = base + (index - last)
+    return np.where(known, raw, inferred).astype(np.int64)
+
+
+def _merge_steps(
+    steps: np.ndarray, values: dict[str, np.ndarray], present: dict[str, np.ndarray]
+) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Sort by step and merge rows of the same step (the last logged value wins)."""
+    if steps.size < 2 or bool((np.diff(steps) > 0).all()):
+        return steps, values, present
+    order = np.argsort(steps, kind="stable")
+    ordered = steps[order]
+    unique = np.unique(ordered)
+    group = np.searchsorted(unique, ordered)
+    merged_values: dict[str, np.ndarray] = {}
+    merged_present: dict[str, np.ndarray] = {}
+    for name, col in values.items():
+        mask = present[name][order]
+        groups = group[mask]
+        picked = col[order][mask]
+        # last occurrence of each group: first occurrence in the reversed sequence
+        _, first_in_reversed = np.unique(groups[::-1], return_index=True)
+        last = groups.size - 1 - first_in_reversed
+        out = np.full(unique.size, np.nan)
+        out_present = np.zeros(unique.size, dtype=bool)
+        out[groups[last]] = picked[last]
+        out_present[groups[last]] = True
+        merged_values[name] = out
+        merged_present[name] = out_present
+    return unique.astype(np.int64), merged_values, merged_present
