@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from .cli_inspect import inspect_command
+from .cli_monitor import MONITOR_CONTEXT, monitor_command
 
 app = typer.Typer(
     name="rldk-engine",
@@ -19,6 +20,7 @@ app.command("inspect")(inspect_command)
 @app.callback()
 def _root() -> None:
     """RL Debug Kit engine: ingest, live guardrails, forensics and determinism checks."""
+app.command("monitor", context_settings=MONITOR_CONTEXT)(monitor_command)
 
 
 def main() -> None:

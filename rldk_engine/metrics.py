@@ -119,7 +119,8 @@ def canonical_map(keys: tuple[str, ...]) -> tuple[tuple[str, bool], ...]:
     """For one key schema, the (target name, negate) of each key.
 
     Conflicts inside one schema (two aliases of `kl`) go to the higher-priority alias;
-    the loser is kept under its own source name, so no value is silently lost.
+    the loser is kept under its own source name (`alt/<name>` when that name is itself
+    canonical), so no value is silently lost and none is overwritten.
     """
     best: dict[str, tuple[int, int]] = {}
     for pos, key in enumerate(keys):
@@ -133,7 +134,9 @@ def canonical_map(keys: tuple[str, ...]) -> tuple[tuple[str, bool], ...]:
     out: list[tuple[str, bool]] = []
     for pos, key in enumerate(keys):
         name = winners.get(pos, key)
-        out.append((name, key in NEGATED and name != key))
+        if pos not in winners and key in ALIASES:
+            name = f"alt/{key}"  # a losing `kl` must not overwrite the winning `objective/kl`
+        out.append((name, key in NEGATED and pos in winners))
     return tuple(out)
 
 

@@ -18,6 +18,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 import orjson
 
@@ -86,6 +87,14 @@ def number_from_value(value: object) -> float | None:
         return math.nan
     if kind is str:
         return number_from_text(value)  # type: ignore[arg-type]
+    if isinstance(value, (int, float)):  # numpy scalars
+        return float(value)
+    item = getattr(value, "item", None)  # 0-d torch tensors and numpy arrays
+    if callable(item):
+        try:
+            return number_from_value(item())
+        except (TypeError, ValueError, RuntimeError):
+            return None
     return None
 
 
@@ -113,10 +122,18 @@ def _json_metrics(text: str) -> dict[str, float] | None:
         row = loads_json(text)
     except (ValueError, RecursionError):
         return None
-    if not isinstance(row, dict):
+    if type(row) is not dict:
         return None
+    if "data" in row or "metrics" in row:
+        row = flatten_json_row(row)
+    for value in row.values():  # fast path: plain numbers, the usual metric line
+        kind = type(value)
+        if kind is not float and kind is not int:
+            break
+    else:
+        return row or None
     out: dict[str, float] = {}
-    for key, value in flatten_json_row(row).items():
+    for key, value in row.items():
         number = number_from_value(value)
         if number is not None:
             out[str(key)] = number
@@ -200,17 +217,20 @@ class Record:
     metrics: dict[str, float]
 
 
+@lru_cache(maxsize=4096)
+def _schema_plan(keys: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """Per key schema: the target names, and which positions flip sign."""
+    mapping = canonical_map(keys)
+    return tuple(name for name, _ in mapping), tuple(i for i, (_, neg) in enumerate(mapping) if neg)
+
+
 def step_of(raw: dict[str, float]) -> tuple[float | None, dict[str, float]]:
     """Canonicalise one raw dict: (step or None, {canonical name: value})."""
-    keys = tuple(raw)
-    step: float | None = None
-    metrics: dict[str, float] = {}
-    for (name, negate), value in zip(canonical_map(keys), raw.values()):
-        if name == "step":
-            step = value
-        else:
-            metrics[name] = -value if negate else value
-    return step, metrics
+    names, negated = _schema_plan(tuple(raw))
+    metrics = dict(zip(names, raw.values()))
+    for position in negated:
+        metrics[names[position]] = -metrics[names[position]]
+    return metrics.pop("step", None), metrics
 
 
 class LineParser:

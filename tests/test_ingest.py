@@ -73,6 +73,13 @@ def test_conflicting_aliases_keep_the_loser_under_its_own_name():
     assert mapping == (("completion_length", False), ("response_len_mean", False))
 
 
+def test_a_losing_alias_named_like_a_canonical_metric_does_not_overwrite_the_winner():
+    assert canonical_map(("kl", "objective/kl")) == (("alt/kl", False), ("kl", False))
+    run = Run.from_records([{"step": 0, "kl": 9.0, "objective/kl": 0.1}])
+    assert run.columns["kl"].tolist() == [0.1] and run.columns["alt/kl"].tolist() == [9.0]
+    assert LineParser().feed('{"step": 0, "kl": 9.0, "objective/kl": 0.1}').metrics == {"alt/kl": 9.0, "kl": 0.1}
+
+
 # ------------------------------------------------------------------ line parser
 
 
