@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from .cli_determinism import determinism_command
 from .cli_inspect import inspect_command
 from .cli_monitor import MONITOR_CONTEXT, monitor_command
 
@@ -20,6 +21,7 @@ app.command("inspect")(inspect_command)
 @app.callback()
 def _root() -> None:
     """RL Debug Kit engine: ingest, live guardrails, forensics and determinism checks."""
+app.command("determinism")(determinism_command)
 app.command("monitor", context_settings=MONITOR_CONTEXT)(monitor_command)
 
 
