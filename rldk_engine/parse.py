@@ -38,6 +38,7 @@ _WRAPPED_NUMBER = re.compile(r"^[A-Za-z_][\w.]*\(\s*([^,()]+)")
 _KV_PAIR = re.compile(r"(?:^|(?<=[\s,|;]))([A-Za-z_][\w/.\-]*)\s*=\s*([^\s,|;]+)")
 _STEP_KEYS = ("step", "global_step", "iteration", "_step", "train/global_step")
 _METRIC_MARKERS = ("{", ":", "=")
+MAX_STEP = 2**62
 
 
 def clean_line(text: str) -> str:
@@ -253,7 +254,7 @@ class LineParser:
                 self.reject("looks like a metric line but could not be parsed")
             return None
         step, metrics = step_of(raw)
-        if step is not None and math.isfinite(step):
+        if step is not None and abs(step) < MAX_STEP:  # NaN/inf/1e30 are no usable step
             current = int(step)
         else:
             current = 0 if self.last_step is None else self.last_step + 1

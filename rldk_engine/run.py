@@ -15,7 +15,7 @@ from itertools import chain
 import numpy as np
 
 from .metrics import CANONICAL, canonical_map, is_canonical
-from .parse import flatten_json_row, number_from_value
+from .parse import MAX_STEP, flatten_json_row, number_from_value
 
 MAX_ERRORS = 100
 
@@ -218,7 +218,8 @@ def _to_matrix(rows: list[dict], width: int) -> tuple[np.ndarray, np.ndarray | N
 def _infer_steps(raw: np.ndarray, present: np.ndarray | None) -> np.ndarray:
     """Rows without a usable step get the previous step + 1 (the first ones 0, 1, ...)."""
     n = raw.size
-    known = np.isfinite(raw) if present is not None else np.zeros(n, dtype=bool)
+    # a step must fit int64; 1e30 or NaN in the step column is treated as no step
+    known = (np.abs(raw) < MAX_STEP) if present is not None else np.zeros(n, dtype=bool)
     if known.all():
         return raw.astype(np.int64)
     index = np.arange(n)
