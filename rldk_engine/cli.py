@@ -5,8 +5,10 @@ from __future__ import annotations
 import typer
 
 from .cli_determinism import determinism_command
+from .cli_fixtures import register as register_forensics_tools
 from .cli_inspect import inspect_command
 from .cli_monitor import MONITOR_CONTEXT, monitor_command
+from .cli_scan import scan_command
 
 app = typer.Typer(
     name="rldk-engine",
@@ -16,12 +18,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("inspect")(inspect_command)
+app.command("scan")(scan_command)
 
 
 @app.callback()
 def _root() -> None:
     """RL Debug Kit engine: ingest, live guardrails, forensics and determinism checks."""
 app.command("determinism")(determinism_command)
+register_forensics_tools(app)  # fixtures, doctor, matrix, eval-detectors
 app.command("monitor", context_settings=MONITOR_CONTEXT)(monitor_command)
 
 

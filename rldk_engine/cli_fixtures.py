@@ -1,0 +1,148 @@
+"""`rldk-engine fixtures | doctor | matrix | eval-detectors`.
+
+Imports stay light (typer only); the work modules are imported inside each command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+REPORTS = Path("rldk_reports")
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def fixtures_command(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the runs.")] = Path("test_artifacts"),
+    grpo: Annotated[bool, typer.Option("--grpo", help="Write GRPO runs (seed_*/<scenario>/) instead of PPO.")] = False,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds per scenario.")] = 5,
+    steps: Annotated[int, typer.Option("--steps", min=50, help="Steps per run.")] = 1000,
+    keys: Annotated[str, typer.Option("--keys", help="Metric keys: trl (TRL trainer names) or canonical.")] = "trl",
+) -> None:
+    """Write doctored runs with known faults (labels.json next to each log) and clean baselines."""
+    from .fixtures import write_fixtures
+
+    if keys not in ("trl", "canonical"):
+        raise typer.BadParameter("--keys must be trl or canonical")
+    written = write_fixtures(out, grpo=grpo, seeds=seeds, n_steps=steps, keys=keys)
+    kind = "GRPO" if grpo else "PPO"
+    _console().print(f"wrote {len(written)} {kind} runs ({steps} steps, {seeds} seeds) under {out}")
+
+
+def doctor_command(
+    paths: Annotated[list[Path], typer.Argument(help="Log files or folders to scan.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for ppo_scan.json and determinism_card.json.")] = REPORTS,
+    preset: Annotated[str, typer.Option("--preset", help="auto | ppo | grpo")] = "auto",
+    jobs: Annotated[int, typer.Option("--jobs", min=1, help="Runs scanned in parallel.")] = 1,
+) -> None:
+    """Scan the logs and audit this environment; every finding comes with its fix."""
+    raise typer.Exit(run_doctor_cli([str(p) for p in paths], out, preset, jobs))
+
+
+def run_doctor_cli(paths: list[str], out: Path, preset: str, jobs: int) -> int:
+    """Shared by `rldk-engine doctor` and the `rldk` compatibility commands."""
+    from .doctor import run_doctor
+    from .errors import InputError
+
+    if preset not in ("auto", "ppo", "grpo"):
+        _console(stderr=True).print(f"error: --preset must be auto, ppo or grpo (got {preset!r})")
+        return 2
+    try:
+        result = run_doctor(paths, out, preset, jobs)
+    except (InputError, OSError, ValueError) as exc:
+        _console(stderr=True).print(f"error: {exc}")
+        return 2
+    _print_doctor(result)
+    return 0
+
+
+def _print_doctor(result) -> None:
+    from rich.table import Table
+
+    console = _console()
+    runs = Table(title="Scan", show_lines=False)
+    for column in ("run", "steps", "warning+", "info", "overall", "stability"):
+        runs.add_column(column)
+    findings = Table(title="Findings and fixes", show_lines=True)
+    for column in ("run", "rule", "steps", "severity", "fix"):
+        findings.add_column(column, overflow="fold")
+    for run in result.report.get("runs", []):
+        anomalies = run.get("anomalies", [])
+        serious = [a for a in anomalies if a["severity"] in ("warning", "critical")]
+        health = run.get("health", {})
+        runs.add_row(run["run_id"], str(run.get("n_steps", "")), str(len(serious)),
+                     str(len(anomalies) - len(serious)),
+                     f"{health.get('overall', float('nan')):.2f}",
+                     f"{health.get('stability', float('nan')):.2f}")
+        for a in serious:
+            findings.add_row(run["run_id"], a["rule"], f"{a['start_step']}-{a['end_step']}",
+                             a["severity"], a["fix"])
+    env_table = Table(title="Environment (determinism)", show_lines=True)
+    for column in ("severity", "finding", "fix"):
+        env_table.add_column(column, overflow="fold")
+    for f in result.card["findings"]:
+        env_table.add_row(f["severity"], f["finding"], f["fix"])
+    console.print(runs)
+    if findings.row_count:
+        console.print(findings)
+    console.print(env_table)
+    for err in result.report.get("errors", []):
+        console.print(f"[yellow]skipped[/]: {err}")
+    console.print(f"wrote {result.scan_path} and {result.card_path}")
+
+
+def matrix_command(
+    out: Annotated[Path, typer.Option("--out", help="Folder for detector_matrix.csv/.md.")] = REPORTS,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds per scenario.")] = 1,
+    steps: Annotated[int, typer.Option("--steps", min=50, help="Steps per fixture run.")] = 1000,
+) -> None:
+    """Which rules fire on which doctored scenario, offline and streaming, PPO and GRPO."""
+    from .quality import build_matrix, write_matrix
+
+    csv_path, md_path = write_matrix(build_matrix(seeds, steps), out)
+    _console().print(f"wrote {csv_path} and {md_path}")
+
+
+def eval_detectors_command(
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds per scenario (>= 5 for the README figures).")] = 5,
+    out: Annotated[Path, typer.Option("--out", help="Folder for detector_quality.md/.json.")] = REPORTS,
+    steps: Annotated[int, typer.Option("--steps", min=50, help="Steps per fixture run.")] = 1000,
+    tolerance: Annotated[Optional[int], typer.Option("--tolerance", min=0, help="Window slack in steps.")] = None,
+) -> None:
+    """Precision, recall and lead time per rule, offline detectors and streaming guardrails."""
+    from rich.table import Table
+
+    from .quality import TOLERANCE, evaluate, write_quality
+
+    result = evaluate(seeds, steps, TOLERANCE if tolerance is None else tolerance)
+    json_path, md_path = write_quality(result, out)
+    table = Table(title=f"Detector quality ({result['runs']} runs, {seeds} seeds)")
+    for column in ("mode", "recall", "precision", "warning+ on clean", "median lead"):
+        table.add_column(column)
+    for mode in ("offline", "streaming"):
+        o = result[mode]["overall"]
+        table.add_row(mode, _num(o["recall"]), _num(o["precision"]),
+                      str(o["clean_run_findings"]), _num(o["median_lead_steps"]))
+    console = _console()
+    console.print(table)
+    verdict = "[green]met[/]" if result["offline_meets_targets"] else "[red]not met[/]"
+    console.print(f"offline targets (recall >= 0.95, precision >= 0.9, clean = 0): {verdict}")
+    console.print(f"wrote {md_path} and {json_path}")
+
+
+def _num(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("fixtures")(fixtures_command)
+    app.command("doctor")(doctor_command)
+    app.command("matrix")(matrix_command)
+    app.command("eval-detectors")(eval_detectors_command)

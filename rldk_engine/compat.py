@@ -1,0 +1,51 @@
+"""`rldk`: the original kit's commands, verbatim, on top of the same engine functions.
+
+`rldk log-scan` / `rldk forensics log-scan` are `rldk-engine scan`; `rldk doctor` /
+`rldk forensics doctor` are `rldk-engine doctor` (writing rldk_reports/ppo_scan.json
+and rldk_reports/determinism_card.json); `rldk check-determinism` is
+`rldk-engine determinism`. No logic lives here, only the command names.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from .cli_determinism import determinism_command
+from .cli_fixtures import doctor_command
+from .cli_scan import scan_command
+
+app = typer.Typer(
+    name="rldk",
+    help="RL Debug Kit (compatibility commands of the original kit).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+forensics = typer.Typer(
+    name="forensics",
+    help="Forensic analysis of finished runs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """RL Debug Kit (compatibility commands of the original kit)."""
+
+
+app.command("log-scan")(scan_command)
+app.command("doctor")(doctor_command)
+app.command("check-determinism")(determinism_command)
+forensics.command("log-scan")(scan_command)
+forensics.command("doctor")(doctor_command)
+app.add_typer(forensics, name="forensics")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,922 @@
+"""Offline forensics: every SPEC rule id as a vectorised detector over a `Run`.
+
+How every detector works (what a doctored fixture must contain to be found):
+
+* Each metric is taken as its finite points only (NaN = not logged at that step).
+* The first `warmup_points(n)` points (3..25, ~5 % of the series) are warm-up: they never
+  feed a baseline, and a finding that has no post-warm-up point is `info` at most.
+* Scale comes from the run itself: a *trailing* median/MAD over the previous
+  `TRAILING` points (for long series, the median over trailing blocks of the blocks'
+  mean and std, so a 1,000,000-step run costs a few numpy passes). Noise is also
+  estimated from first differences, which a slow trend does not inflate.
+* A point "hits" when it passes the rule's test; hits separated by at most a small gap
+  collapse into one window, which is then extended (hysteresis) while the metric stays
+  beyond a looser threshold measured against the baseline frozen at the window start.
+* Severity needs persistence: a window with fewer than `persist` post-warm-up points
+  (an isolated spike that heals) is `info`; longer ones are `warning`, and `critical`
+  when they are long or extreme. Rules built on co-movement require all metrics at once.
+
+Rule tests (x = metric, base = trailing median, z = robust z-score against it):
+  kl_spike            kl: z > 6 and x > 3 base (+ 0.005 nats); 3+ such points warning.
+  kl_controller_drift kl_coef was adapting, then stays flat for 10+ points while
+                      kl > 1.5x (+4 sigma) the KL it held while adapting.
+  approx_kl_high      approx_kl: z > 6 and x > 3 |base| and x > 0.02 nats, or x > 0.1;
+                      10+ points.
+  advantage_bias      advantage_mean / advantage_std (1 if absent), 9-point mean
+                      |m| > max(0.1, 5 sigma/3) for 10+ points.
+  entropy_collapse    entropy < 0.35x its trailing median, or < 0.12x the trailing median
+                      of 90 points earlier (stays while < 0.6x); 5+ points.
+  grad_norm_spike     grad_norm and value_grad_norm in log space: >= 3x base and z > 6;
+                      3+ such points warning (hysteresis neighbours do not count).
+  grad_imbalance      log10(value_grad_norm / grad_norm), 9-point rolling median, more
+                      than 1.3 decades from the run's median ratio or beyond 3 decades,
+                      for 20+ points.
+  non_finite          logged NaN/inf/None: canonical metric warning, critical if 3+
+                      steps in a row or it never recovers; unknown keys info.
+  reward_hacking      reward, response length and kl all above their trailing baselines
+                      of max(120, n/12) points earlier at once (z > 3, length >= 1.35x,
+                      kl >= 1.3x); 20+ points. A critic grad-norm spike inside a
+                      grad_imbalance/value_divergence window is folded into it.
+  reward_collapse     reward below its trailing baseline (now or 30 points earlier) by
+                      > max(6 sigma, 20 % of the run's reward range); 10+ points.
+  clip_frac_high      clip_frac > 0.3, or z > 6 and > 2x base and > 0.15; 10+ points.
+  length_explosion    truncation (response_clip_ratio >= 0.9 or early level + 0.25) or
+                      length >= 2.5x its early level, while reward inside the window is
+                      not above the stretch before it (4 sigma / 10 %); 5+ points.
+  length_collapse     length < 0.4x trailing median or < 0.25x early level; 5+ points.
+  zero_std_groups     frac_reward_zero_std >= max(0.5, early level + 0.3); 5+ points.
+  value_divergence    value_loss >= 4x trailing median in log space (z > 6) or >= 10x
+                      the lowest trailing median so far, or
+                      explained_var < -0.5 and 0.5 below its trailing median; 5+ points.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+SEVERITIES = ("info", "warning", "critical")
+SEVERITY_RANK = {name: i for i, name in enumerate(SEVERITIES)}
+
+TRAILING = 30  # points in the trailing baseline window
+MAX_BLOCKS = 1024  # longer series are reduced to block statistics first
+MIN_BLOCK = 16
+MAX_INFO_PER_METRIC = 10  # keep the largest isolated blips only: few, precise findings
+MAD_TO_SIGMA = 1.4826
+LENGTH_ALONE = 2.5  # length growth that is an explosion even without truncation data
+ENTROPY_LAG = 3 * TRAILING
+HACK_LAG = 4 * TRAILING  # reward_hacking compares with the level this many points back
+
+
+@dataclass
+class Anomaly:
+    rule: str
+    metric: str
+    start_step: int
+    end_step: int
+    severity: str
+    message: str
+    evidence: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Detector:
+    rule: str
+    func: Callable[[object], list[Anomaly]]
+    algorithms: frozenset[str]
+    metrics: tuple[str, ...]
+
+
+# ---------------------------------------------------------------- numeric helpers
+
+
+def warmup_points(n: int) -> int:
+    return int(min(25, max(3, n // 20)))
+
+
+_LOCAL = threading.local()  # .cache: per-detect() memo, (kind, id(array), ...) -> (array, result)
+
+
+def _memo(key: tuple, owner: np.ndarray, compute: Callable[[], object]):
+    """Memoise on an array's identity; the cache holds the array so its id stays unique."""
+    cache = getattr(_LOCAL, "cache", None)
+    if cache is None:
+        return compute()
+    hit = cache.get(key)
+    if hit is None or hit[0] is not owner:
+        hit = cache[key] = (owner, compute())
+    return hit[1]
+
+
+def _series(run, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+    col = run.columns.get(name)
+    if col is None:
+        return None
+    return _memo(("series", id(col)), col, lambda: _finite_series(run, col))
+
+
+def _finite_series(run, col: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    ok = np.isfinite(col)
+    if int(ok.sum()) < 5:
+        return None
+    return run.steps[ok], col[ok]
+
+
+def _aligned(run, names: tuple[str, ...]) -> tuple[np.ndarray, list[np.ndarray]] | None:
+    series = [_series(run, name) for name in names]
+    if any(s is None for s in series):
+        return None
+    first = series[0][0]
+    if all(s[0].size == first.size and (s[0] is first or np.array_equal(s[0], first)) for s in series):
+        return first, [s[1] for s in series]  # same logged steps: reuse the memoised arrays
+    cols = [run.columns.get(name) for name in names]
+    if any(c is None for c in cols):
+        return None
+    ok = np.logical_and.reduce([np.isfinite(c) for c in cols])
+    if int(ok.sum()) < 5:
+        return None
+    return run.steps[ok], [c[ok] for c in cols]
+
+
+def diff_sigma(x: np.ndarray) -> float:
+    """Point noise from first differences: a slow trend barely moves it."""
+    return _memo(("diff_sigma", id(x)), x, lambda: _diff_sigma(x))
+
+
+def _diff_sigma(x: np.ndarray) -> float:
+    if x.size < 3:
+        return 0.0
+    d = np.diff(x)
+    if d.size > 8_000:  # a strided sample estimates a median just as well
+        d = d[:: d.size // 8_000]
+    return float(MAD_TO_SIGMA * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0))
+
+
+def _rolling_trailing(v: np.ndarray, window: int, warm: int) -> tuple[np.ndarray, np.ndarray]:
+    """Median and MAD of v[i-window:i] for each i; early points use the first clean window."""
+    m = v.size
+    start = min(warm, max(m - 3, 0))
+    ref = v[start:]
+    w = min(window, ref.size)
+    wins = sliding_window_view(ref, w)
+    med = np.median(wins, axis=1)
+    mad = np.median(np.abs(wins - med[:, None]), axis=1)
+    idx = np.clip(np.arange(m) - start - w, 0, med.size - 1)
+    return med[idx], mad[idx]
+
+
+def trailing_baseline(x: np.ndarray, warm: int, window: int = TRAILING) -> tuple[np.ndarray, np.ndarray]:
+    return _memo(("baseline", id(x), warm, window), x, lambda: _trailing_baseline(x, warm, window))
+
+
+def _trailing_baseline(x: np.ndarray, warm: int, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per point (median, sigma) of the trailing window, warm-up excluded.
+
+    Long series are reduced to blocks (median and within-block MAD) so the cost stays
+    a few passes over the data. Sigma is floored by the diff-based noise of the whole
+    series and by a tiny fraction of the level, so a flat stretch cannot make z explode.
+    """
+    n = x.size
+    # blocks of >= MIN_BLOCK points only: the std of a tiny block underestimates noise
+    block = 1 if n <= MIN_BLOCK * MAX_BLOCKS else -(-n // MAX_BLOCKS)
+    if block == 1:
+        med, mad = _rolling_trailing(x, window, warm)
+    else:
+        nb = n // block
+        blocks = x[: nb * block].reshape(nb, block)
+        # mean/std per block are cheap ufunc passes; the trailing median over blocks
+        # below is what makes the baseline robust to a spike inside one block
+        bmed = blocks.mean(axis=1)
+        bmad = blocks.std(axis=1, ddof=1) / MAD_TO_SIGMA
+        warm_b = -(-warm // block)
+        win_b = max(8, window // block)
+        med_b, _ = _rolling_trailing(bmed, win_b, warm_b)
+        mad_b, _ = _rolling_trailing(bmad, win_b, warm_b)
+        idx = np.minimum(np.arange(n) // block, nb - 1)
+        med, mad = med_b[idx], mad_b[idx]
+    floor = max(0.5 * diff_sigma(x), 1e-12)
+    sigma = np.maximum(MAD_TO_SIGMA * mad, floor)
+    sigma = np.maximum(sigma, 1e-3 * np.abs(med))
+    return med, sigma
+
+
+def hit_windows(mask: np.ndarray, max_gap: int = 1) -> list[tuple[int, int]]:
+    """Index windows (inclusive) of True runs; gaps of up to max_gap points are bridged."""
+    idx = np.flatnonzero(mask)
+    if idx.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(idx) > max_gap + 1)
+    starts = idx[np.r_[0, breaks + 1]]
+    ends = idx[np.r_[breaks, idx.size - 1]]
+    return list(zip(starts.tolist(), ends.tolist(), strict=True))
+
+
+def extend_windows(
+    windows: list[tuple[int, int]], stay: Callable[[int, np.ndarray], np.ndarray], n: int
+) -> list[tuple[int, int]]:
+    """Hysteresis: grow each window's end while `stay(start, indices)` holds."""
+    out: list[tuple[int, int]] = []
+    for k, (i0, i1) in enumerate(windows):
+        if out and i0 <= out[-1][1] + 1:  # reached by the previous extension: merge
+            i0 = out.pop()[0]
+        limit = windows[k + 1][0] if k + 1 < len(windows) else n
+        tail = np.arange(i1 + 1, limit)
+        if tail.size:
+            ok = stay(i0, tail)
+            i1 = int(tail[-1]) if ok.all() else i1 + int(np.argmin(ok))
+        out.append((i0, i1))
+    return out
+
+
+def grade(
+    n_post_warmup: int, persist: int, long: int, extreme: bool
+) -> str:
+    """info below `persist` points; warning; critical when long or extreme."""
+    if n_post_warmup < persist:
+        return "info"
+    if n_post_warmup >= long or extreme:
+        return "critical"
+    return "warning"
+
+
+def _cap_info(anomalies: list[Anomaly], key: str = "peak") -> list[Anomaly]:
+    info = [a for a in anomalies if a.severity == "info"]
+    if len(info) <= MAX_INFO_PER_METRIC:
+        return anomalies
+    keep = sorted(info, key=lambda a: -abs(float(a.evidence.get(key, 0.0))))[:MAX_INFO_PER_METRIC]
+    keep_ids = {id(a) for a in keep}
+    return [a for a in anomalies if a.severity != "info" or id(a) in keep_ids]
+
+
+def _r(value: float) -> float:
+    return float(f"{float(value):.6g}")
+
+
+def _windows_to_anomalies(
+    rule: str,
+    metric: str,
+    steps: np.ndarray,
+    x: np.ndarray,
+    base: np.ndarray,
+    windows: list[tuple[int, int]],
+    warm: int,
+    persist: int,
+    long: int,
+    is_extreme: Callable[[float, float], bool],
+    describe: Callable[[float, float, int], str],
+    higher_is_worse: bool = True,
+    strong: np.ndarray | None = None,
+) -> list[Anomaly]:
+    """`strong` (optional): points passing the entry test; only they count as persistence,
+    so hysteresis-extended neighbours of a one-step blip never make it a warning."""
+    out = []
+    for i0, i1 in windows:
+        seg = x[i0 : i1 + 1]
+        j = int(np.argmax(seg) if higher_is_worse else np.argmin(seg))
+        peak, baseline = float(seg[j]), float(base[i0])
+        if strong is None:
+            n_post = i1 + 1 - max(i0, warm)
+        else:
+            n_post = int(strong[max(i0, warm) : i1 + 1].sum())
+        severity = grade(max(n_post, 0), persist, long, is_extreme(peak, baseline))
+        if n_post <= 0:
+            severity = "info"
+        out.append(
+            Anomaly(
+                rule=rule,
+                metric=metric,
+                start_step=int(steps[i0]),
+                end_step=int(steps[i1]),
+                severity=severity,
+                message=describe(peak, baseline, i1 - i0 + 1),
+                evidence={
+                    "peak": _r(peak),
+                    "peak_step": int(steps[i0 + j]),
+                    "baseline": _r(baseline),
+                    "points": i1 - i0 + 1,
+                },
+            )
+        )
+    return _cap_info(out)
+
+
+def _early_level(x: np.ndarray, warm: int) -> float:
+    """Median of the first clean stretch after warm-up (the run's starting level)."""
+    span = max(5, min(TRAILING, (x.size - warm) // 5))
+    ref = x[warm : warm + span] if x.size - warm >= 3 else x
+    return float(np.median(ref))
+
+
+def _centered_mean(x: np.ndarray, k: int) -> np.ndarray:
+    k = max(1, min(k, x.size))
+    pad = np.pad(x, (k // 2, k - 1 - k // 2), mode="edge")
+    c = np.cumsum(np.r_[0.0, pad])
+    return (c[k:] - c[:-k]) / k
+
+
+def _centered_median(x: np.ndarray, k: int) -> np.ndarray:
+    k = max(1, min(k, x.size))
+    if x.size > MIN_BLOCK * MAX_BLOCKS:  # long series: a centered mean is a fine stand-in
+        return _centered_mean(x, k)
+    pad = np.pad(x, (k // 2, k - 1 - k // 2), mode="edge")
+    return np.median(sliding_window_view(pad, k), axis=1)
+
+
+# ---------------------------------------------------------------- detectors
+
+
+def _spike_rule(run, rule: str, metric: str, log_space: bool, min_ratio: float,
+                abs_margin: float) -> list[Anomaly]:
+    ser = _series(run, metric)
+    if ser is None:
+        return []
+    steps, x = ser
+    warm = warmup_points(x.size)
+    v = np.log(np.maximum(x, 1e-12)) if log_space else x
+    med, sigma = trailing_baseline(v, warm)
+    z = (v - med) / sigma
+    if log_space:
+        hit = (z > 6) & (v - med > np.log(min_ratio))
+        base = np.exp(med)
+    else:
+        hit = (z > 6) & (x > min_ratio * med + abs_margin)
+        base = med
+
+    def stay(i0: int, idx: np.ndarray) -> np.ndarray:
+        return v[idx] > med[i0] + 3 * sigma[i0]
+
+    windows = extend_windows(hit_windows(hit), stay, x.size)
+    return _windows_to_anomalies(
+        rule, metric, steps, x, base, windows, warm, persist=3, long=20, strong=hit,
+        is_extreme=lambda p, b: p > 10 * max(b, 1e-12) if log_space else p > 5 * max(b, 1e-12),
+        describe=lambda p, b, n: f"{metric} spiked to {p:.4g} (baseline {b:.4g}) for {n} logged step(s)",
+    )
+
+
+def detect_kl_spike(run) -> list[Anomaly]:
+    return _spike_rule(run, "kl_spike", "kl", log_space=False, min_ratio=3.0, abs_margin=0.005)
+
+
+def detect_grad_norm_spike(run) -> list[Anomaly]:
+    out = []
+    for metric in ("grad_norm", "value_grad_norm"):
+        out += _spike_rule(run, "grad_norm_spike", metric, log_space=True, min_ratio=3.0,
+                           abs_margin=0.0)
+    return out
+
+
+def detect_approx_kl_high(run) -> list[Anomaly]:
+    ser = _series(run, "approx_kl")
+    if ser is None:
+        return []
+    steps, x = ser
+    warm = warmup_points(x.size)
+    med, sigma = trailing_baseline(x, warm)
+    z = (x - med) / sigma
+    hit = ((z > 6) & (x > 3 * np.abs(med)) & (x > 0.02)) | (x > 0.1)
+    hit[:warm] &= x[:warm] > 0.1
+
+    def stay(i0: int, idx: np.ndarray) -> np.ndarray:
+        return (x[idx] > med[i0] + 3 * sigma[i0]) & (x[idx] > max(1.5 * abs(med[i0]), 0.01))
+
+    windows = extend_windows(hit_windows(hit), stay, x.size)
+    return _windows_to_anomalies(
+        "approx_kl_high", "approx_kl", steps, x, med, windows, warm, persist=10, long=50,
+        strong=hit,
+        is_extreme=lambda p, b: p > 0.2,
+        describe=lambda p, b, n: f"approx_kl high ({p:.4g} vs baseline {b:.4g}) for {n} logged steps",
+    )
+
+
+def detect_kl_controller_drift(run) -> list[Anomaly]:
+    al = _aligned(run, ("kl", "kl_coef"))
+    if al is None:
+        return []
+    steps, (kl, coef) = al
+    n = kl.size
+    warm = warmup_points(n)
+    moved = np.r_[False, np.abs(np.diff(coef)) > 1e-12 + 1e-6 * np.abs(coef[1:])]
+    flat = ~moved
+    n_moves_before = np.cumsum(moved)
+    sig = max(diff_sigma(kl), 1e-9)
+    out: list[Anomaly] = []
+    for i0, i1 in hit_windows(flat, max_gap=0):
+        if i1 - i0 + 1 < 10 or n_moves_before[i0] < 5:
+            continue  # a fixed coefficient is a choice, not a controller that stopped
+        adapting = moved[:i0].copy()
+        adapting[:warm] = False
+        target = float(np.median(kl[:i0][adapting[:i0]])) if adapting.any() else float(np.median(kl[:i0]))
+        seg = kl[i0 : i1 + 1]
+        high = (seg > 1.5 * target + 1e-6) & (seg > target + 4 * sig)
+        for j0, j1 in hit_windows(high, max_gap=3):
+            npts = j1 - j0 + 1
+            if npts < 3:
+                continue
+            part = seg[j0 : j1 + 1]
+            mean_kl = float(np.mean(part))
+            severity = grade(npts, 10, 50, mean_kl > 3 * target)
+            out.append(Anomaly(
+                rule="kl_controller_drift",
+                metric="kl_coef",
+                start_step=int(steps[i0 + j0]),
+                end_step=int(steps[i0 + j1]),
+                severity=severity,
+                message=(f"kl_coef stopped adapting at {coef[i0]:.4g} while kl stayed above "
+                         f"target (mean {mean_kl:.4g} vs {target:.4g}) for {npts} logged steps"),
+                evidence={"kl_coef": _r(coef[i0]), "target_kl": _r(target),
+                          "mean_kl": _r(mean_kl), "peak": _r(part.max()), "points": npts},
+            ))
+    return out
+
+
+def detect_advantage_bias(run) -> list[Anomaly]:
+    ser = _series(run, "advantage_mean")
+    if ser is None:
+        return []
+    steps, x = ser
+    std_col = run.columns.get("advantage_std")
+    scale = 1.0
+    if std_col is not None and np.isfinite(std_col).any():
+        s = float(np.nanmedian(std_col))
+        scale = s if s > 0 else 1.0
+    r = x / scale
+    warm = warmup_points(r.size)
+    k = 9
+    rm = _centered_mean(r, k)
+    thr = max(0.1, 5 * diff_sigma(r) / np.sqrt(k))
+    hit = np.abs(rm) > thr
+    hit[:warm] = False
+    out = []
+    for i0, i1 in hit_windows(hit, max_gap=3):
+        npts = i1 - i0 + 1
+        mean = float(np.mean(r[i0 : i1 + 1]))
+        out.append(Anomaly(
+            rule="advantage_bias",
+            metric="advantage_mean",
+            start_step=int(steps[i0]),
+            end_step=int(steps[i1]),
+            severity=grade(npts, 10, 100, abs(mean) > 0.5),
+            message=f"whitened advantage mean stayed at {mean:+.3g} (should be ~0) for {npts} logged steps",
+            evidence={"mean": _r(mean), "peak": _r(rm[i0 : i1 + 1][np.argmax(np.abs(rm[i0 : i1 + 1]))]),
+                      "threshold": _r(thr), "points": npts},
+        ))
+    return _cap_info(out)
+
+
+def detect_entropy_collapse(run) -> list[Anomaly]:
+    ser = _series(run, "entropy")
+    if ser is None:
+        return []
+    steps, x = ser
+    warm = warmup_points(x.size)
+    med, _ = trailing_baseline(x, warm)
+    # sudden: far below the trailing median; or fast: 8x down within ENTROPY_LAG points
+    # (healthy LLM runs lose entropy 10x over hundreds of steps, ~4x per 90 at most)
+    ref = np.maximum(med, med[np.clip(np.arange(x.size) - ENTROPY_LAG, 0, None)])
+    pos = med > 0
+    hit = pos & ((x < 0.35 * med) | (x < 0.12 * ref))
+    hit[:warm] = False
+
+    def stay(i0: int, idx: np.ndarray) -> np.ndarray:
+        return x[idx] < 0.6 * med[i0]
+
+    windows = extend_windows(hit_windows(hit, max_gap=2), stay, x.size)
+    return _windows_to_anomalies(
+        "entropy_collapse", "entropy", steps, x, med, windows, warm, persist=5, long=50,
+        is_extreme=lambda p, b: p < 0.1 * b,
+        describe=lambda p, b, n: f"entropy collapsed to {p:.4g} from {b:.4g} for {n} logged steps",
+        higher_is_worse=False,
+    )
+
+
+def detect_grad_imbalance(run) -> list[Anomaly]:
+    al = _aligned(run, ("grad_norm", "value_grad_norm"))
+    if al is None:
+        return []
+    steps, (gn, vgn) = al
+    ok = (gn > 0) & (vgn > 0)
+    steps, gn, vgn = steps[ok], gn[ok], vgn[ok]
+    if gn.size < 20:
+        return []
+    lr = np.log10(vgn / gn)
+    warm = warmup_points(lr.size)
+    ref = float(np.median(lr[warm:]))
+    sm = _centered_median(lr, 9)
+    hit = (np.abs(sm - ref) > 1.3) | (np.abs(sm) > 3.0)
+    hit[:warm] = False
+    out = []
+    for i0, i1 in hit_windows(hit, max_gap=3):
+        npts = i1 - i0 + 1
+        level = float(np.median(lr[i0 : i1 + 1]))
+        out.append(Anomaly(
+            rule="grad_imbalance",
+            metric="value_grad_norm",
+            start_step=int(steps[i0]),
+            end_step=int(steps[i1]),
+            severity=grade(npts, 20, 100, abs(level - ref) > 2.5),
+            message=(f"value/policy grad-norm ratio {10**level:.3g}x vs the run's usual "
+                     f"{10**ref:.3g}x for {npts} logged steps"),
+            evidence={"ratio": _r(10**level), "baseline_ratio": _r(10**ref),
+                      "peak": _r(10 ** sm[i0 : i1 + 1].max()), "points": npts},
+        ))
+    return _cap_info(out)
+
+
+def detect_non_finite(run) -> list[Anomaly]:
+    from .metrics import is_canonical
+
+    out = []
+    for metric, bad_steps in run.nonfinite.items():
+        if bad_steps.size == 0:
+            continue
+        pos = np.searchsorted(run.steps, bad_steps)
+        mask = np.zeros(run.steps.size, dtype=bool)
+        mask[pos] = True
+        col = run.columns.get(metric)
+        logged = np.flatnonzero(mask | (np.isfinite(col) if col is not None else mask))
+        last_logged = int(logged[-1]) if logged.size else -1
+        windows = hit_windows(mask, max_gap=0)
+        canonical = is_canonical(metric)
+        found = []
+        for i0, i1 in windows:
+            npts = i1 - i0 + 1
+            never_recovers = i1 == last_logged
+            if not canonical:
+                severity = "info"
+            elif npts >= 3 or never_recovers:
+                severity = "critical"
+            else:
+                severity = "warning"
+            found.append(Anomaly(
+                rule="non_finite",
+                metric=metric,
+                start_step=int(run.steps[i0]),
+                end_step=int(run.steps[i1]),
+                severity=severity,
+                message=(f"{metric} was NaN/inf for {npts} logged step(s)"
+                         + (" and never recovered" if never_recovers else "")),
+                evidence={"points": npts, "total_nonfinite": int(bad_steps.size),
+                          "recovered": not never_recovers},
+            ))
+        if len(found) > MAX_INFO_PER_METRIC:  # keep the first ones and the worst ones
+            found.sort(key=lambda a: (-SEVERITY_RANK[a.severity], a.start_step))
+            found = found[:MAX_INFO_PER_METRIC]
+        out += found
+    return out
+
+
+def detect_reward_hacking(run) -> list[Anomaly]:
+    al = _aligned(run, ("reward_mean", "response_len_mean", "kl"))
+    if al is None:
+        return []
+    steps, (rew, length, kl) = al
+    warm = warmup_points(rew.size)
+    up = np.ones(rew.size, dtype=bool)
+    bases = {}
+    # reference: the trailing baseline as it was HACK_LAG points earlier, so a steady
+    # multi-hundred-step climb is still seen as a climb
+    lag = np.clip(np.arange(rew.size) - max(HACK_LAG, rew.size // 12), 0, None)
+    for name, v in (("reward_mean", rew), ("response_len_mean", length), ("kl", kl)):
+        med, sigma = trailing_baseline(v, warm)
+        bases[name] = med[lag]
+        up &= (v - med[lag]) / sigma[lag] > 3
+    up &= length >= 1.35 * bases["response_len_mean"]
+    up &= kl >= 1.3 * bases["kl"] + 1e-3
+    up[:warm] = False
+    out = []
+    for i0, i1 in hit_windows(up, max_gap=5):
+        npts = i1 - i0 + 1
+        ev = {
+            "reward_from": _r(bases["reward_mean"][i0]), "reward_to": _r(rew[i1]),
+            "length_from": _r(bases["response_len_mean"][i0]), "length_to": _r(length[i1]),
+            "kl_from": _r(bases["kl"][i0]), "kl_to": _r(kl[i1]),
+            "peak": _r(kl[i0 : i1 + 1].max()), "points": npts,
+        }
+        out.append(Anomaly(
+            rule="reward_hacking",
+            metric="reward_mean",
+            start_step=int(steps[i0]),
+            end_step=int(steps[i1]),
+            severity=grade(npts, 20, 60, False),
+            message=(f"reward rose with response length and KL together for {npts} logged steps "
+                     f"(reward {ev['reward_from']:.4g}->{ev['reward_to']:.4g}, length "
+                     f"{ev['length_from']:.4g}->{ev['length_to']:.4g}, kl "
+                     f"{ev['kl_from']:.4g}->{ev['kl_to']:.4g})"),
+            evidence=ev,
+        ))
+    return _cap_info(out)
+
+
+def detect_reward_collapse(run) -> list[Anomaly]:
+    ser = _series(run, "reward_mean")
+    if ser is None:
+        return []
+    steps, x = ser
+    warm = warmup_points(x.size)
+    med, sigma = trailing_baseline(x, warm)
+    post = x[warm:] if x.size - warm >= 5 else x
+    spread = float(np.percentile(post, 95) - np.percentile(post, 5))
+    # also against the baseline of TRAILING points earlier: a steep fall drags the
+    # trailing window (and its MAD) down with it within a few steps
+    lag = np.clip(np.arange(x.size) - TRAILING, 0, None)
+    drop, drop_lag = med - x, med[lag] - x
+    hit = ((drop > 6 * sigma) | (drop_lag > 6 * sigma[lag])) & (np.maximum(drop, drop_lag) > 0.2 * spread)
+    hit[:warm] = False
+
+    def stay(i0: int, idx: np.ndarray) -> np.ndarray:
+        return med[i0] - x[idx] > max(3 * sigma[i0], 0.1 * spread)
+
+    windows = extend_windows(hit_windows(hit, max_gap=2), stay, x.size)
+    return _windows_to_anomalies(
+        "reward_collapse", "reward_mean", steps, x, med, windows, warm, persist=10, long=30,
+        is_extreme=lambda p, b: b - p > 0.5 * spread,
+        describe=lambda p, b, n: f"reward fell to {p:.4g} from {b:.4g} for {n} logged steps",
+        higher_is_worse=False,
+    )
+
+
+def detect_clip_frac_high(run) -> list[Anomaly]:
+    ser = _series(run, "clip_frac")
+    if ser is None:
+        return []
+    steps, x = ser
+    warm = warmup_points(x.size)
+    med, sigma = trailing_baseline(x, warm)
+    z = (x - med) / sigma
+    hit = (x > 0.3) | ((z > 6) & (x > 2 * med) & (x > 0.15))
+    hit[:warm] = False
+
+    def stay(i0: int, idx: np.ndarray) -> np.ndarray:
+        return x[idx] > max(0.2, med[i0] + 3 * sigma[i0])
+
+    windows = extend_windows(hit_windows(hit, max_gap=2), stay, x.size)
+    return _windows_to_anomalies(
+        "clip_frac_high", "clip_frac", steps, x, med, windows, warm, persist=10, long=50,
+        strong=hit,
+        is_extreme=lambda p, b: p > 0.5,
+        describe=lambda p, b, n: f"clip fraction high ({p:.3g} vs baseline {b:.3g}) for {n} logged steps",
+    )
+
+
+def detect_length_explosion(run) -> list[Anomaly]:
+    ser = _series(run, "response_len_mean")
+    clip = _series(run, "response_clip_ratio")
+    if ser is None and clip is None:
+        return []
+    steps = run.steps
+    n = steps.size
+    hit = np.zeros(n, dtype=bool)
+    evidence: dict[str, float] = {}
+    length = run.columns.get("response_len_mean")
+    ratio = run.columns.get("response_clip_ratio")
+    if ser is not None:
+        w = warmup_points(ser[1].size)
+        early_len = _early_level(ser[1], w)
+        evidence["early_length"] = _r(early_len)
+        with np.errstate(invalid="ignore"):
+            hit |= length >= LENGTH_ALONE * early_len
+        hit &= ~_first_points(length, w)
+    if clip is not None:
+        w = warmup_points(clip[1].size)
+        early_clip = _early_level(clip[1], w)
+        evidence["early_clip_ratio"] = _r(early_clip)
+        with np.errstate(invalid="ignore"):
+            trunc = (ratio >= 0.9) | (ratio >= early_clip + 0.25)
+        trunc &= ~_first_points(ratio, w)
+        hit |= trunc
+    reward = run.columns.get("reward_mean")
+    rew_sigma = diff_sigma(reward[np.isfinite(reward)]) if reward is not None else 0.0
+    out = []
+    for i0, i1 in hit_windows(hit, max_gap=2):
+        rows = np.arange(i0, i1 + 1)
+        gain = _reward_gain(reward, i0, i1, rew_sigma)
+        if gain is not None and gain > 0:
+            continue  # length grows while reward improves: learning, not an explosion
+        logged = np.zeros(rows.size, dtype=bool)
+        for col in (length, ratio):
+            if col is not None:
+                logged |= np.isfinite(col[rows])
+        npts = int(logged.sum())
+        ev = dict(evidence)
+        peak_len = float(np.nanmax(length[rows])) if length is not None and np.isfinite(length[rows]).any() else None
+        peak_clip = float(np.nanmax(ratio[rows])) if ratio is not None and np.isfinite(ratio[rows]).any() else None
+        if peak_len is not None:
+            ev["peak_length"] = _r(peak_len)
+        if peak_clip is not None:
+            ev["peak_clip_ratio"] = _r(peak_clip)
+        ev["peak"] = ev.get("peak_clip_ratio", ev.get("peak_length", 0.0))
+        ev["points"] = npts
+        extreme = (peak_clip is not None and peak_clip >= 0.95) or (
+            peak_len is not None and "early_length" in ev and peak_len >= 2 * ev["early_length"])
+        parts = []
+        if peak_clip is not None:
+            parts.append(f"truncated fraction up to {peak_clip:.3g} (from {ev['early_clip_ratio']:.3g})")
+        if peak_len is not None:
+            parts.append(f"length up to {peak_len:.4g} (from {ev.get('early_length', float('nan')):.4g})")
+        out.append(Anomaly(
+            rule="length_explosion",
+            metric="response_clip_ratio" if peak_clip is not None else "response_len_mean",
+            start_step=int(steps[i0]),
+            end_step=int(steps[i1]),
+            severity=grade(npts, 5, 50, extreme),
+            message=", ".join(parts) + f" with reward flat, for {npts} logged steps",
+            evidence=ev,
+        ))
+    return _cap_info(out)
+
+
+def _reward_gain(reward: np.ndarray | None, i0: int, i1: int, sigma: float) -> float | None:
+    """How far reward inside rows i0..i1 rose above the stretch just before, beyond noise."""
+    if reward is None:
+        return None
+    before = reward[max(0, i0 - TRAILING) : i0]
+    during = reward[i0 : i1 + 1]
+    before, during = before[np.isfinite(before)], during[np.isfinite(during)]
+    if before.size == 0 or during.size == 0:
+        return None
+    rise = float(np.median(during) - np.median(before))
+    return rise - max(4 * sigma, 0.1 * abs(float(np.median(before))), 1e-9)
+
+
+def _first_points(col: np.ndarray, k: int) -> np.ndarray:
+    """Mask of the rows holding the first k finite values of col (its warm-up)."""
+    mask = np.zeros(col.size, dtype=bool)
+    mask[np.flatnonzero(np.isfinite(col))[:k]] = True
+    if k and mask.any():
+        mask[: np.flatnonzero(mask)[-1] + 1] = True
+    return mask
+
+
+def detect_length_collapse(run) -> list[Anomaly]:
+    ser = _series(run, "response_len_mean")
+    if ser is None:
+        return []
+    steps, x = ser
+    warm = warmup_points(x.size)
+    med, _ = trailing_baseline(x, warm)
+    early = _early_level(x, warm)
+    hit = (x < 0.4 * med) | (x < 0.25 * early)
+    hit[:warm] = False
+
+    def stay(i0: int, idx: np.ndarray) -> np.ndarray:
+        return (x[idx] < 0.6 * med[i0]) | (x[idx] < 0.25 * early)
+
+    windows = extend_windows(hit_windows(hit, max_gap=2), stay, x.size)
+    return _windows_to_anomalies(
+        "length_collapse", "response_len_mean", steps, x, med, windows, warm, persist=5, long=50,
+        is_extreme=lambda p, b: p < 0.1 * b,
+        describe=lambda p, b, n: f"response length collapsed to {p:.4g} from {b:.4g} for {n} logged steps",
+        higher_is_worse=False,
+    )
+
+
+def detect_zero_std_groups(run) -> list[Anomaly]:
+    ser = _series(run, "frac_reward_zero_std")
+    if ser is None:
+        return []
+    steps, x = ser
+    warm = warmup_points(x.size)
+    early = _early_level(x, warm)
+    thr = max(0.5, early + 0.3)
+    hit = x >= thr
+    hit[:warm] = False
+    windows = hit_windows(hit, max_gap=2)
+    base = np.full(x.size, early)
+    return _windows_to_anomalies(
+        "zero_std_groups", "frac_reward_zero_std", steps, x, base, windows, warm, persist=5,
+        long=50, is_extreme=lambda p, b: p >= 0.9,
+        describe=lambda p, b, n: (f"{p:.0%} of prompt groups had identical rewards (no learning "
+                                  f"signal; early level {b:.0%}) for {n} logged steps"),
+    )
+
+
+def detect_value_divergence(run) -> list[Anomaly]:
+    out = []
+    ser = _series(run, "value_loss")
+    if ser is not None:
+        steps, x = ser
+        warm = warmup_points(x.size)
+        v = np.log(np.maximum(x, 1e-12))
+        med, sigma = trailing_baseline(v, warm)
+        low = np.minimum.accumulate(med)  # early points already use the first clean window
+        hit = (((v - med) / sigma > 6) & (v - med > np.log(4.0))) | (v - low > np.log(10.0))
+        hit[:warm] = False
+
+        def stay(i0: int, idx: np.ndarray) -> np.ndarray:
+            return (v[idx] - med[i0] > np.log(2.0)) | (v[idx] - low[idx] > np.log(5.0))
+
+        windows = extend_windows(hit_windows(hit, max_gap=2), stay, x.size)
+        out += _windows_to_anomalies(
+            "value_divergence", "value_loss", steps, x, np.exp(med), windows, warm, persist=5,
+            long=20, is_extreme=lambda p, b: p > 20 * b,
+            describe=lambda p, b, n: f"value loss diverged to {p:.4g} from {b:.4g} for {n} logged steps",
+        )
+    ser = _series(run, "explained_var")
+    if ser is not None:
+        steps, x = ser
+        warm = warmup_points(x.size)
+        med, _ = trailing_baseline(x, warm)
+        hit = (x < -0.5) & (med - x > 0.5)
+        hit[:warm] = False
+
+        def stay_ev(i0: int, idx: np.ndarray) -> np.ndarray:
+            return x[idx] < min(0.0, med[i0] - 0.25)
+
+        windows = extend_windows(hit_windows(hit, max_gap=2), stay_ev, x.size)
+        out += _windows_to_anomalies(
+            "value_divergence", "explained_var", steps, x, med, windows, warm, persist=5,
+            long=20, is_extreme=lambda p, b: p < -2.0,
+            describe=lambda p, b, n: f"explained variance fell to {p:.3g} from {b:.3g} for {n} logged steps",
+            higher_is_worse=False,
+        )
+    return out
+
+
+# ---------------------------------------------------------------- registry
+
+_PPO = frozenset({"ppo"})
+_BOTH = frozenset({"ppo", "grpo"})
+_GRPO = frozenset({"grpo"})
+
+DETECTORS: dict[str, Detector] = {
+    d.rule: d
+    for d in (
+        Detector("kl_spike", detect_kl_spike, _BOTH, ("kl",)),
+        Detector("kl_controller_drift", detect_kl_controller_drift, _PPO, ("kl", "kl_coef")),
+        Detector("approx_kl_high", detect_approx_kl_high, _BOTH, ("approx_kl",)),
+        Detector("advantage_bias", detect_advantage_bias, _PPO, ("advantage_mean",)),
+        Detector("entropy_collapse", detect_entropy_collapse, _BOTH, ("entropy",)),
+        Detector("grad_norm_spike", detect_grad_norm_spike, _BOTH, ("grad_norm",)),
+        Detector("grad_imbalance", detect_grad_imbalance, _PPO, ("grad_norm", "value_grad_norm")),
+        Detector("non_finite", detect_non_finite, _BOTH, ()),
+        Detector("reward_hacking", detect_reward_hacking, _BOTH,
+                 ("reward_mean", "response_len_mean", "kl")),
+        Detector("reward_collapse", detect_reward_collapse, _BOTH, ("reward_mean",)),
+        Detector("clip_frac_high", detect_clip_frac_high, _BOTH, ("clip_frac",)),
+        Detector("length_explosion", detect_length_explosion, _BOTH, ("response_len_mean",)),
+        Detector("length_collapse", detect_length_collapse, _BOTH, ("response_len_mean",)),
+        Detector("zero_std_groups", detect_zero_std_groups, _GRPO, ("frac_reward_zero_std",)),
+        Detector("value_divergence", detect_value_divergence, _PPO, ("value_loss",)),
+    )
+}
+
+_GRPO_MARKERS = ("frac_reward_zero_std",)
+_GRPO_KEY_PREFIXES = ("completions/", "num_tokens", "rewards/", "clip_ratio/")
+_PPO_MARKERS = ("value_loss", "value_grad_norm", "explained_var")
+
+
+def infer_algorithm(run) -> str:
+    """'grpo' when the run carries GRPO-only signals (TRL GRPOTrainer keys), else 'ppo'."""
+    names = set(run.columns)
+    if any(m in names for m in _GRPO_MARKERS):
+        return "grpo"
+    if any(m in names for m in _PPO_MARKERS):
+        return "ppo"
+    if any(name.startswith(_GRPO_KEY_PREFIXES) for name in names):
+        return "grpo"
+    if "response_clip_ratio" in names and "kl_coef" not in names:
+        return "grpo"
+    return "ppo"
+
+
+def detect(run, preset: str = "auto") -> list[Anomaly]:
+    """All findings for one run, ordered by start step then severity (worst first)."""
+    if preset not in ("auto", "ppo", "grpo"):
+        raise ValueError(f"unknown preset {preset!r} (use auto, ppo or grpo)")
+    algorithm = infer_algorithm(run) if preset == "auto" else preset
+    found: list[Anomaly] = []
+    if run.steps.size == 0:
+        return found
+    _LOCAL.cache = {}
+    try:
+        for det in DETECTORS.values():
+            if algorithm in det.algorithms:
+                found += det.func(run)
+    finally:
+        _LOCAL.cache = None
+    found = _drop_explained(found)
+    found.sort(key=lambda a: (a.start_step, -SEVERITY_RANK[a.severity], a.rule, a.metric))
+    return found
+
+
+# A finding inside a window of a broader finding on the same metric is the same event:
+# a critic grad norm that stays 50x up is gradient imbalance, not a string of spikes.
+EXPLAINED_BY = {("grad_norm_spike", "value_grad_norm"): ("grad_imbalance", "value_divergence")}
+
+
+def _drop_explained(found: list[Anomaly]) -> list[Anomaly]:
+    out = []
+    for a in found:
+        broader = EXPLAINED_BY.get((a.rule, a.metric), ())
+        if any(b.rule in broader and b.severity != "info" and b.start_step <= a.end_step
+               and a.start_step <= b.end_step for b in found):
+            continue
+        out.append(a)
+    return out
