@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.installed
 # torch pinned: 2.13.0 is the CPU build on this machine's disk; a bare `torch` pulls CUDA.
 TORCH  := torch==2.13.0
 
-.PHONY: install test demo monitor-demo fixtures fixtures-grpo bench lint clean
+.PHONY: install test demo monitor-demo fixtures fixtures-grpo bench lint clean \
+        matrix eval-detectors comprehensive-demo determinism-demo
 
 install: $(STAMP)
 
@@ -30,6 +31,22 @@ fixtures: $(STAMP)
 
 fixtures-grpo: $(STAMP)
 	$(PY) -m rldk_engine.cli fixtures --grpo --out test_artifacts/logs_grpo
+
+matrix: $(STAMP)
+	$(PY) -m rldk_engine.cli matrix --out rldk_reports
+
+eval-detectors: $(STAMP)
+	$(PY) -m rldk_engine.cli eval-detectors --seeds 5 --out rldk_reports
+
+comprehensive-demo: $(STAMP)
+	$(PY) demos/comprehensive_ppo_forensics.py
+
+# exit 1 (replicas differ) is the expected verdict of the nondet simulation
+determinism-demo: $(STAMP)
+	$(PY) -m rldk_engine.cli determinism --cmd "$(PY) demos/determinism_sim.py --mode nondet --steps 200 --sleep 0.02" \
+		--compare kl,policy_loss,reward_mean --replicas 4 --output-dir artifacts/determinism_nondet || test $$? -eq 1
+	$(PY) -m rldk_engine.cli determinism --cmd "$(PY) demos/determinism_sim.py --mode deterministic --steps 200 --sleep 0.02" \
+		--compare kl,policy_loss,reward_mean --replicas 4 --output-dir artifacts/determinism_det
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py

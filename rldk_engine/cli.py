@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from .cli_analyze import analyze_command
 from .cli_determinism import determinism_command
 from .cli_fixtures import register as register_forensics_tools
 from .cli_inspect import inspect_command
@@ -27,6 +28,7 @@ def _root() -> None:
 app.command("determinism")(determinism_command)
 register_forensics_tools(app)  # fixtures, doctor, matrix, eval-detectors
 app.command("monitor", context_settings=MONITOR_CONTEXT)(monitor_command)
+app.command("analyze")(analyze_command)
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ REPORTS = Path("rldk_reports")
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    return Console(stderr=stderr, highlight=False, soft_wrap=stderr)  # errors stay one line
 
 
 def fixtures_command(

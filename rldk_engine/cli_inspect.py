@@ -18,7 +18,7 @@ def inspect_command(
     from .readers import FORMATS, load_runs
 
     console = Console()
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     if fmt is not None and fmt not in FORMATS:
         err.print(f"rldk-engine: unknown format {fmt!r} (choose from {', '.join(FORMATS)})", markup=False)
         raise typer.Exit(2)

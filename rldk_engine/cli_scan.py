@@ -18,18 +18,20 @@ def scan_command(
     jobs: Annotated[int, typer.Option("--jobs", help="Runs scanned in parallel processes.")] = 1,
     plot: Annotated[str | None, typer.Option("--plot", help="Write one PNG per anomaly into DIR.")] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="Force a format instead of detecting it.")] = None,
+    backend: Annotated[str, typer.Option("--backend", help="process (default) or ray (extra 'ray').")] = "process",
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Join this Ray cluster; default: a local Ray with --jobs CPUs.")] = None,
 ) -> None:
     """Find anomalies (windows with evidence) in finished runs and score their health."""
     from rich.console import Console
 
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
 
     def usage(message: str) -> None:
         err.print(f"rldk-engine scan: {message}", markup=False)
         raise typer.Exit(2)
 
     from .readers import FORMATS
-    from .scan import PRESETS
+    from .scan import BACKENDS, PRESETS
 
     if preset not in PRESETS:
         usage(f"unknown preset {preset!r} (use {', '.join(PRESETS)})")
@@ -39,8 +41,15 @@ def scan_command(
         usage(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
     if jobs < 1:
         usage("--jobs must be >= 1")
+    if backend not in BACKENDS:
+        usage(f"unknown --backend {backend!r} (use {', '.join(BACKENDS)})")
 
-    report = _run_scan(paths, preset, jobs, fmt, err)
+    from .integrations.ray_scan import RayUnavailable
+
+    try:
+        report = _run_scan(paths, preset, jobs, fmt, err, backend, ray_address)
+    except RayUnavailable as exc:
+        usage(str(exc))
     if report["runs"]:
         for message in report["errors"]:
             err.print(message, markup=False)
@@ -57,18 +66,19 @@ def scan_command(
         raise typer.Exit(1)
 
 
-def _run_scan(paths, preset, jobs, fmt, err) -> dict:
+def _run_scan(paths, preset, jobs, fmt, err, backend="process", ray_address=None) -> dict:
     from .readers import discover_sources
     from .scan import scan_paths
 
+    where = {"backend": backend, "ray_address": ray_address}
     sources, _ = discover_sources(paths)
     if len(sources) < PROGRESS_MIN_FILES:
-        return scan_paths(paths, preset=preset, jobs=jobs, fmt=fmt)
+        return scan_paths(paths, preset=preset, jobs=jobs, fmt=fmt, **where)
     from rich.progress import Progress
 
     with Progress(console=err, transient=True) as bar:
         task = bar.add_task("scanning", total=len(sources))
-        return scan_paths(paths, preset=preset, jobs=jobs, fmt=fmt,
+        return scan_paths(paths, preset=preset, jobs=jobs, fmt=fmt, **where,
                           progress=lambda done, total: bar.update(task, completed=done))
 
 

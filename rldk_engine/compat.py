@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import typer
 
+from .cli_analyze import analyze_command
 from .cli_determinism import determinism_command
 from .cli_fixtures import doctor_command
 from .cli_scan import scan_command
@@ -40,6 +41,7 @@ app.command("doctor")(doctor_command)
 app.command("check-determinism")(determinism_command)
 forensics.command("log-scan")(scan_command)
 forensics.command("doctor")(doctor_command)
+forensics.command("comprehensive")(analyze_command)
 app.add_typer(forensics, name="forensics")
 
 

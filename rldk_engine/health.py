@@ -5,7 +5,9 @@ Formula (README copy):
     penalty(a) = W[severity] * (0.5 + 0.5 * sqrt(covered(a)))
         W = {info: 0.005, warning: 0.15, critical: 0.4}
         covered(a) = (end_step - start_step + 1) / (run's step span), clipped to [0, 1]
-    overall   = prod over anomalies (1 - penalty(a)), info penalties summed and capped at 0.05
+    overall   = (1 - info penalties, summed and capped at 0.05)
+                * prod over rules (1 - penalty of the rule's warning/critical windows taken
+                  together: worst severity, covered = union of its windows)
     stability = the same product over the optimisation-stability rules only
                 (kl_spike, kl_controller_drift, approx_kl_high, grad_norm_spike,
                 grad_imbalance, non_finite, value_divergence, entropy_collapse,
@@ -40,13 +42,42 @@ def penalty(anomaly, span: int) -> float:
     return SEVERITY_WEIGHT.get(anomaly.severity, 0.0) * (0.5 + 0.5 * math.sqrt(covered))
 
 
+def _union_length(windows: list[tuple[int, int]]) -> int:
+    covered, reach = 0, None
+    for lo, hi in sorted(windows):
+        if reach is None or lo > reach:
+            covered += hi - lo + 1
+            reach = hi
+        elif hi > reach:
+            covered += hi - reach
+            reach = hi
+    return covered
+
+
+def rule_penalties(anomalies, span: int) -> list[float]:
+    """One penalty per rule over its warning/critical windows: worst severity, union coverage.
+
+    A detector may split one long fault into several windows; scored apart they would
+    compound, and a larger fault (one merged window) could score better than a smaller one.
+    """
+    by_rule: dict[str, list] = {}
+    for a in anomalies:
+        if a.severity != "info":
+            by_rule.setdefault(a.rule, []).append(a)
+    penalties = []
+    for group in by_rule.values():
+        covered = min(1.0, _union_length([(a.start_step, a.end_step) for a in group]) / span)
+        weight = max(SEVERITY_WEIGHT.get(a.severity, 0.0) for a in group)
+        penalties.append(weight * (0.5 + 0.5 * math.sqrt(covered)))
+    return penalties
+
+
 def score(anomalies, span: int) -> float:
     """The health formula over any subset of anomalies and a step span (components, windows)."""
     info = min(INFO_CAP, sum(penalty(a, span) for a in anomalies if a.severity == "info"))
     score = 1.0 - info
-    for a in anomalies:
-        if a.severity != "info":
-            score *= 1.0 - penalty(a, span)
+    for rule_penalty in rule_penalties(anomalies, span):
+        score *= 1.0 - rule_penalty
     return round(min(1.0, max(0.0, score)), 4)
 
 
