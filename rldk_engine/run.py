@@ -67,14 +67,34 @@ class Run:
 
 
 class _Bucket:
-    """Rows sharing one key schema: converted chunks and their global row ids."""
+    """Rows sharing one key schema: per-column value chunks and their global row ids.
 
-    __slots__ = ("keys", "chunks", "rows")
+    Chunks are kept per column so that `build` can join one column at a time and free
+    its chunks as it goes: peak memory stays near one copy of the data, not two.
+    """
+
+    __slots__ = ("keys", "values", "masks", "rows")
 
     def __init__(self, keys: tuple[str, ...]):
         self.keys = keys
-        self.chunks: list[tuple[np.ndarray, np.ndarray | None]] = []  # (values, present)
+        self.values: list[list[np.ndarray]] = [[] for _ in keys]
+        self.masks: list[list[np.ndarray | None]] = [[] for _ in keys]  # None: all present
         self.rows = array("q")
+
+    def append(self, matrix: np.ndarray, mask: np.ndarray | None) -> None:
+        for j in range(len(self.keys)):
+            self.values[j].append(matrix[j].copy())  # a copy lets the chunk matrix go
+            self.masks[j].append(None if mask is None or mask[j].all() else mask[j].copy())
+
+    def take_column(self, j: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Column j joined (and released from the bucket), with its mask or None."""
+        chunks, masks = self.values[j], self.masks[j]
+        column = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+        mask = None
+        if any(m is not None for m in masks):
+            mask = np.concatenate([np.ones(c.size, dtype=bool) if m is None else m for c, m in zip(chunks, masks)])
+        self.values[j], self.masks[j] = [], []
+        return column, mask
 
 
 class ColumnBuilder:
@@ -126,7 +146,7 @@ class ColumnBuilder:
             bucket = self._buckets.get(keys)
             if bucket is None:
                 bucket = self._buckets[keys] = _Bucket(keys)
-            bucket.chunks.append(_to_matrix(rows, len(keys)))
+            bucket.append(*_to_matrix(rows, len(keys)))
             bucket.rows.extend(ids)
 
     def skip(self, message: str) -> None:
@@ -142,22 +162,18 @@ class ColumnBuilder:
         present: dict[str, np.ndarray] = {}
         for bucket in self._buckets.values():
             rows = np.frombuffer(bucket.rows, dtype=np.int64)
-            mat = np.concatenate([chunk for chunk, _ in bucket.chunks], axis=1)
-            ok = None  # None: every value of the bucket is present (the fast path)
-            if any(mask is not None for _, mask in bucket.chunks):
-                ok = np.concatenate([
-                    np.ones(chunk.shape, dtype=bool) if mask is None else mask
-                    for chunk, mask in bucket.chunks
-                ], axis=1)
             whole = rows.size == n  # one schema for the whole run: rows are 0..n-1
             for j, (name, negate) in enumerate(canonical_map(bucket.keys)):
-                col = -mat[j] if negate else mat[j]
-                if ok is None and whole:
+                col, col_ok = bucket.take_column(j)
+                if negate:
+                    np.negative(col, out=col)
+                if col_ok is None and whole:
                     values[name] = col
                     present[name] = np.ones(n, dtype=bool)
                     continue
-                col_ok = np.ones(rows.size, dtype=bool) if ok is None else ok[j]
-                if not col_ok.any():
+                if col_ok is None:
+                    col_ok = np.ones(rows.size, dtype=bool)
+                elif not col_ok.any():
                     continue
                 if name not in values:
                     values[name] = np.full(n, np.nan)
