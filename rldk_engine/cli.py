@@ -18,17 +18,19 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.command("inspect")(inspect_command)
-app.command("scan")(scan_command)
 
 
 @app.callback()
 def _root() -> None:
     """RL Debug Kit engine: ingest, live guardrails, forensics and determinism checks."""
+
+
+app.command("inspect")(inspect_command)
+app.command("monitor", context_settings=MONITOR_CONTEXT)(monitor_command)
+app.command("scan")(scan_command)
+app.command("analyze")(analyze_command)
 app.command("determinism")(determinism_command)
 register_forensics_tools(app)  # fixtures, doctor, matrix, eval-detectors
-app.command("monitor", context_settings=MONITOR_CONTEXT)(monitor_command)
-app.command("analyze")(analyze_command)
 
 
 def main() -> None:
