@@ -1,0 +1,85 @@
+"""`rldk-tui`: run / watch / scan / determinism. Imports stay light until a subcommand runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rldk-tui", description="rldk in the terminal: live guardrails, scans, determinism.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="start CMD under the headless monitor and watch it",
+                         usage="rldk-tui run [--preset P] [--rules FILE] [--run-dir DIR] -- CMD ...")
+    run.add_argument("--preset", default="ppo", help="guardrail preset: ppo or grpo")
+    run.add_argument("--rules", help="YAML rules file (replaces the preset's rules)")
+    run.add_argument("--run-dir", help="run directory (default: rldk_runs/<time>-<pid>)")
+    run.add_argument("cmd", nargs=argparse.REMAINDER, help="the trainer command, after --")
+
+    watch = sub.add_parser("watch", help="attach the Live view to a run directory")
+    watch.add_argument("run_dir")
+
+    scan = sub.add_parser("scan", help="scan logs and browse their anomalies")
+    scan.add_argument("paths", nargs="+")
+    scan.add_argument("--preset", default="auto")
+
+    det = sub.add_parser("determinism", help="run determinism replicas in the Determinism tab")
+    det.add_argument("--cmd", default="", help="command to replicate")
+    det.add_argument("--replicas", type=int, default=2)
+    det.add_argument("--compare", default="", help="metrics, comma separated")
+    det.add_argument("--output-dir", default="rldk_reports/determinism")
+    return parser
+
+
+def fail(message: str) -> int:
+    print(f"rldk-tui: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from rldk_tui.app import AppConfig, RldkApp
+    from rldk_tui.rundir import default_run_dir
+
+    if args.command == "run":
+        cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+        if not cmd:
+            return fail("run: no command given (usage: rldk-tui run -- CMD ARGS...)")
+        # Validate here, where the user can read the message, not in the detached monitor.
+        from rldk_engine.rules import RulesError, load_rules, preset_rules
+
+        try:
+            load_rules(args.rules) if args.rules else preset_rules(args.preset)
+        except RulesError as error:
+            return fail(str(error))
+        run_dir = Path(args.run_dir) if args.run_dir else default_run_dir()
+        config = AppConfig(run_dir=run_dir, launch_cmd=cmd, preset=args.preset,
+                           rules=args.rules)
+    elif args.command == "watch":
+        run_dir = Path(args.run_dir)
+        if not run_dir.is_dir():
+            return fail(f"{run_dir}: not a run directory (no such folder)")
+        config = AppConfig(run_dir=run_dir)
+    elif args.command == "scan":
+        missing = [p for p in args.paths if not Path(p).exists()]
+        if missing:
+            return fail(f"{missing[0]}: no such file or directory")
+        config = AppConfig(scan_paths=args.paths, scan_preset=args.preset, initial_tab="scan")
+    else:
+        config = AppConfig(initial_tab="determinism", determinism=(
+            args.cmd, args.replicas, args.compare, args.output_dir))
+
+    result = RldkApp(config).run()
+    if result == "left-running" and config.run_dir is not None:
+        print(f"rldk-tui: the run is still going under the headless guardrail.\n"
+              f"  reattach: rldk-tui watch {config.run_dir}")
+    elif result == "stopped" and config.run_dir is not None:
+        print(f"rldk-tui: stop requested; artifacts in {config.run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

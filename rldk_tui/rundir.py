@@ -1,0 +1,370 @@
+"""Client side of a monitor run directory (docs/CONTRACTS.md "Run directory").
+
+Nothing here imports Textual: a `RunDirTailer` reads only the *new* bytes of the growing
+files (run.jsonl, alerts.jsonl, monitor.log), keeps partial trailing lines for the next
+read, and folds everything into a bounded `LiveState`. The app reads that state from a
+thread worker and a ~10 Hz timer copies a `LiveSnapshot` into the widgets, so a trainer
+printing 50,000 lines/s never costs one widget update per line.
+
+Clients never signal pids: `send_control` appends to control.jsonl and the monitor acts.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+RUN_FILE = "run.jsonl"
+ALERTS_FILE = "alerts.jsonl"
+LOG_FILE = "monitor.log"
+STATUS_FILE = "status.json"
+CONTROL_FILE = "control.jsonl"
+SUPERVISOR_LOG = "supervisor.log"
+
+# Panes show these first (issue 7 order), then whatever else the run has.
+KEY_METRICS = ("kl", "reward_mean", "entropy", "grad_norm", "clip_frac", "response_len_mean")
+ACTIVE_STATES = frozenset({"starting", "running", "stopping"})
+READ_CHUNK = 1 << 16  # bytes per file per poll: bounds the work done between UI ticks
+
+
+def to_float(value: object) -> float:
+    """Run-directory values are numbers or the strings "NaN"/"Infinity"/"-Infinity"."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return math.nan
+    return math.nan
+
+
+class LineTail:
+    """New complete lines of one growing file; a partial last line waits for its newline."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self._partial = b""
+
+    def read_lines(self, max_bytes: int = READ_CHUNK) -> list[bytes]:
+        try:
+            with open(self.path, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                if size < self.offset:  # truncated or replaced: start again
+                    self.offset, self._partial = 0, b""
+                if size == self.offset:
+                    return []
+                handle.seek(self.offset)
+                data = handle.read(max_bytes)
+        except FileNotFoundError:
+            return []
+        self.offset += len(data)
+        data = self._partial + data
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        return [line for line in lines if line.strip()]
+
+
+@dataclass
+class MetricSeries:
+    """One metric's recent finite points plus running current/min/max over the whole run."""
+
+    history: int
+    points: deque = field(init=False)
+    current: float = math.nan
+    low: float = math.inf
+    high: float = -math.inf
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        self.points = deque(maxlen=self.history)
+
+    def add(self, value: float) -> None:
+        self.current = value
+        self.count += 1
+        if math.isfinite(value):  # Sparkline raises on NaN/inf: keep them out of the points
+            self.points.append(value)
+            if value < self.low:
+                self.low = value
+            if value > self.high:
+                self.high = value
+
+
+@dataclass(frozen=True)
+class PaneData:
+    name: str
+    points: tuple[float, ...]
+    current: float
+    low: float
+    high: float
+    alerting: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LiveSnapshot:
+    rows: int
+    last_step: int | None
+    steps_per_s: float | None
+    panes: tuple[PaneData, ...]
+    new_alerts: tuple[dict, ...]
+    new_log_lines: tuple[str, ...]
+    status: dict
+    bad_lines: int
+    version: int
+
+
+class LiveState:
+    """Everything the Live view shows, bounded, filled by one reader thread."""
+
+    def __init__(self, history: int = 240, log_cap: int = 2000, alert_cap: int = 500) -> None:
+        self.history = history
+        self.series: dict[str, MetricSeries] = {}
+        self.rows = 0
+        self.last_step: int | None = None
+        self.bad_lines = 0
+        self.row_times: deque[tuple[int, float]] = deque(maxlen=200)
+        self.active: dict[str, set[str]] = {}
+        self.status: dict = {}
+        self.version = 0
+        self._new_alerts: deque[dict] = deque(maxlen=alert_cap)
+        self._new_log: deque[str] = deque(maxlen=log_cap)
+        self._lock = threading.Lock()
+
+    # -- writer side (reader thread) ---------------------------------------------------
+    def add_rows(self, lines: list[bytes]) -> None:
+        if not lines:
+            return
+        with self._lock:
+            series = self.series
+            for line in lines:
+                try:
+                    row = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    self.bad_lines += 1
+                    continue
+                if not isinstance(row, dict):
+                    self.bad_lines += 1
+                    continue
+                for key, value in row.items():
+                    if key == "step" or key == "time":
+                        continue
+                    target = series.get(key)
+                    if target is None:
+                        target = series[key] = MetricSeries(self.history)
+                    target.add(to_float(value))
+                self.rows += 1
+                step = row.get("step")
+                if isinstance(step, int):
+                    self.last_step = step
+                stamp = row.get("time")
+                if isinstance(stamp, (int, float)):
+                    self.row_times.append((self.rows, float(stamp)))
+            self.version += 1
+
+    def add_alerts(self, lines: list[bytes]) -> None:
+        if not lines:
+            return
+        with self._lock:
+            for line in lines:
+                try:
+                    alert = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    self.bad_lines += 1
+                    continue
+                if not isinstance(alert, dict):
+                    continue
+                rules = self.active.setdefault(str(alert.get("metric", "")), set())
+                if alert.get("event", "fire") == "clear":
+                    rules.discard(str(alert.get("rule", "")))
+                else:
+                    rules.add(str(alert.get("rule", "")))
+                    self._new_alerts.append(alert)
+            self.version += 1
+
+    def add_log(self, lines: list[bytes]) -> None:
+        if not lines:
+            return
+        with self._lock:
+            self._new_log.extend(line.decode("utf-8", "replace").rstrip("\r") for line in lines)
+            self.version += 1
+
+    def set_status(self, status: dict) -> None:
+        with self._lock:
+            if status != self.status:
+                self.status = status
+                self.version += 1
+
+    # -- reader side (UI timer) ----------------------------------------------------------
+    def steps_per_s(self) -> float | None:
+        if len(self.row_times) < 2:
+            return None
+        (rows0, t0), (rows1, t1) = self.row_times[0], self.row_times[-1]
+        if t1 <= t0:
+            return None
+        return (rows1 - rows0) / (t1 - t0)
+
+    def snapshot(self, max_panes: int = 6) -> LiveSnapshot:
+        with self._lock:
+            names = [m for m in KEY_METRICS if m in self.series]
+            names += [m for m in self.series if m not in KEY_METRICS]
+            panes = tuple(
+                PaneData(
+                    name,
+                    tuple(self.series[name].points),
+                    self.series[name].current,
+                    self.series[name].low,
+                    self.series[name].high,
+                    tuple(sorted(self.active.get(name, ()))),
+                )
+                for name in names[:max_panes]
+            )
+            snap = LiveSnapshot(
+                rows=self.rows,
+                last_step=self.last_step,
+                steps_per_s=self.steps_per_s(),
+                panes=panes,
+                new_alerts=tuple(self._new_alerts),
+                new_log_lines=tuple(self._new_log),
+                status=dict(self.status),
+                bad_lines=self.bad_lines,
+                version=self.version,
+            )
+            self._new_alerts.clear()
+            self._new_log.clear()
+            return snap
+
+
+def read_status(run_dir: Path) -> dict:
+    """status.json is written atomically by the monitor; absent or torn means 'not yet'."""
+    try:
+        data = orjson.loads((run_dir / STATUS_FILE).read_bytes())
+    except (FileNotFoundError, orjson.JSONDecodeError, OSError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+class RunDirTailer:
+    """Polls one run directory and folds new data into a LiveState."""
+
+    def __init__(self, run_dir: Path, state: LiveState) -> None:
+        self.run_dir = Path(run_dir)
+        self.state = state
+        self.run = LineTail(self.run_dir / RUN_FILE)
+        self.alerts = LineTail(self.run_dir / ALERTS_FILE)
+        self.log = LineTail(self.run_dir / LOG_FILE)
+        self._status_mtime: float | None = None
+
+    def poll(self) -> bool:
+        """One pass over every file; True when something new was read (poll again soon)."""
+        rows = self.run.read_lines()
+        alerts = self.alerts.read_lines()
+        log = self.log.read_lines()
+        self.state.add_rows(rows)
+        self.state.add_alerts(alerts)
+        self.state.add_log(log)
+        self._poll_status()
+        return bool(rows or alerts or log)
+
+    def _poll_status(self) -> None:
+        try:
+            mtime = (self.run_dir / STATUS_FILE).stat().st_mtime_ns
+        except OSError:
+            return
+        if mtime != self._status_mtime:
+            status = read_status(self.run_dir)
+            if status:
+                self._status_mtime = mtime
+                self.state.set_status(status)
+
+
+def send_control(run_dir: Path, message: dict) -> None:
+    """Append one command for the monitor (it polls control.jsonl ~every 0.1 s)."""
+    line = orjson.dumps(message) + b"\n"
+    with open(Path(run_dir) / CONTROL_FILE, "ab") as handle:
+        handle.write(line)
+        handle.flush()
+
+
+def request_stop(run_dir: Path) -> None:
+    send_control(run_dir, {"action": "stop", "by": "rldk-tui"})
+
+
+def set_auto_stop(run_dir: Path, enabled: bool) -> None:
+    send_control(run_dir, {"action": "auto_stop", "enabled": bool(enabled)})
+
+
+def default_run_dir(root: Path | None = None) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(root or "rldk_runs") / f"{stamp}-{os.getpid()}"  # beside the monitor's default
+
+
+def monitor_command(
+    cmd: list[str], run_dir: Path, preset: str | None = None, rules: str | None = None
+) -> list[str]:
+    args = [sys.executable, "-m", "rldk_engine.cli", "monitor", "--run-dir", str(run_dir)]
+    if preset:
+        args += ["--preset", preset]
+    if rules:
+        args += ["--rules", str(rules)]
+    return [*args, "--", *cmd]
+
+
+def launch_monitor(
+    cmd: list[str], run_dir: Path, preset: str | None = None, rules: str | None = None
+) -> subprocess.Popen:
+    """Start the headless supervisor in its own session: it outlives this terminal.
+
+    Its passthrough copy of the trainer's stdout goes to /dev/null (monitor.log has it)
+    and its own messages (stderr) to DIR/supervisor.log, never to our tty, so a lost SSH
+    connection (SIGHUP to our session) reaches neither it nor the trainer.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(run_dir / SUPERVISOR_LOG, "ab") as out:
+        return subprocess.Popen(
+            monitor_command(cmd, run_dir, preset, rules),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=out,
+            start_new_session=True,
+            env=env,
+            close_fds=True,
+        )
+
+
+def describe_state(status: dict) -> str:
+    """The header's plain-words state line."""
+    state = status.get("state") or "waiting for monitor"
+    reason = status.get("stop_reason")
+    if state in ("stopped", "stopping") and reason == "guardrail":
+        rule = status.get("stop_rule") or "?"
+        step = status.get("stop_step")
+        verb = "stopping" if state == "stopping" else "stopped"
+        return f"{verb} by guardrail ({rule}, step {step})"
+    if state in ("stopped", "stopping") and reason == "user":
+        return "stopping (requested by user)" if state == "stopping" else "stopped by user"
+    if state in ("stopped", "stopping") and reason == "signal":
+        return f"{state} by signal"
+    if state == "exited":
+        return f"exited with code {status.get('exit_code')}"
+    if state == "failed":
+        errors = status.get("errors") or []
+        return "failed" + (f": {errors[-1]}" if errors else "")
+    return str(state)
+
+
+def is_active(status: dict) -> bool:
+    return status.get("state") in ACTIVE_STATES

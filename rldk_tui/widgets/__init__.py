@@ -1,0 +1,1 @@
+"""One widget per module; styles live in the .tcss files next to the app."""

@@ -1,0 +1,158 @@
+"""The Determinism tab: run replicas via rldk_engine.determinism and show the card."""
+
+from __future__ import annotations
+
+import math
+import shlex
+from dataclasses import dataclass
+
+from textual import work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import Button, DataTable, Input, Label, Static
+
+from rldk_tui.widgets.metric_pane import format_value
+
+
+@dataclass(frozen=True)
+class ReplicaRow:
+    """A copy of one engine ReplicaProgress, safe to hand to the UI thread."""
+
+    index: int
+    state: str
+    steps: int
+    exit_code: int | None
+    latest: dict
+    max_diff: float | None
+
+
+def copy_progress(progress: list) -> list[ReplicaRow]:
+    # `latest` / `max_diff` are shown when the engine provides them on ReplicaProgress.
+    return [
+        ReplicaRow(i, str(p.state), int(p.steps), p.exit_code,
+                   dict(getattr(p, "latest", None) or {}), getattr(p, "max_diff", None))
+        for i, p in enumerate(progress)
+    ]
+
+
+def latest_text(latest: dict, metrics: list[str]) -> str:
+    names = [m for m in metrics if m in latest] or list(latest)[:3]
+    return "  ".join(f"{name}={format_value(float(latest[name]))}" for name in names) or "--"
+
+
+def card_text(card: dict) -> str:
+    if card.get("error"):
+        return f"COULD NOT RUN: {card['error']}"
+    verdict = "PASSED" if card.get("passed") else "FAILED"
+    lines = [f"{verdict}: {card.get('replicas')} replicas, {card.get('mismatches')} mismatched "
+             f"cells beyond tolerance {card.get('tolerance')}"]
+    culprits = card.get("culprit_metrics") or []
+    lines.append("culprits: " + (", ".join(culprits) if culprits else "none"))
+    for metric in culprits:
+        diff = card.get("max_abs_diff", {}).get(metric)
+        first = card.get("first_divergence", {}).get(metric)
+        lines.append(f"  {metric}: max |diff| {diff}, first divergence at step {first}")
+    recs = card.get("recommendations") or []
+    if recs:
+        lines.append("recommendations:")
+        lines += [f"  • {rec}" for rec in recs]
+    return "\n".join(lines)
+
+
+class DeterminismView(Vertical):
+    class Finished(Message):
+        def __init__(self, card: dict) -> None:
+            super().__init__()
+            self.card = card
+
+    def __init__(self, command: str = "", replicas: int = 2, metrics: str = "",
+                 out_dir: str = "rldk_reports/determinism", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.command, self.replicas, self.metrics, self.out_dir = command, replicas, metrics, out_dir
+        self.running = False
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(classes="det-row"):
+            yield Label("command", classes="det-label")
+            yield Input(self.command, placeholder="python train.py --seed 1", id="det-cmd")
+        with Horizontal(classes="det-row"):
+            yield Label("replicas", classes="det-label")
+            yield Input(str(self.replicas), type="integer", id="det-replicas")
+            yield Label("metrics", classes="det-label")
+            yield Input(self.metrics, placeholder="kl,reward_mean (empty: all shared)",
+                        id="det-metrics")
+            yield Button("Run", id="det-go", variant="primary")
+        yield Label("", id="det-status")
+        table = DataTable(id="det-replicas-table", cursor_type="row")
+        table.border_title = "replicas"
+        yield table
+        card = Static("", id="det-card")
+        card.border_title = "verdict"
+        yield card
+
+    def on_mount(self) -> None:
+        self.query_one("#det-replicas-table", DataTable).add_columns(
+            "replica", "state", "steps", "exit", "latest values", "max diff so far")
+
+    def compare_list(self) -> list[str]:
+        text = self.query_one("#det-metrics", Input).value
+        return [m.strip() for m in text.split(",") if m.strip()]
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "det-go":
+            self.start()
+
+    def start(self) -> None:
+        if self.running:
+            return
+        command = self.query_one("#det-cmd", Input).value.strip()
+        try:
+            replicas = int(self.query_one("#det-replicas", Input).value or "0")
+        except ValueError:
+            replicas = 0
+        if not command or replicas < 2:
+            self.query_one("#det-status", Label).update(
+                "need a command and at least 2 replicas")
+            return
+        self.running = True
+        self.query_one("#det-status", Label).update(f"running {replicas} replicas of: {command}")
+        self.query_one("#det-card", Static).update("")
+        self.run_check(command, replicas, self.compare_list())
+
+    @work(thread=True, exclusive=True, group="determinism")
+    def run_check(self, command: str, replicas: int, compare: list[str]) -> None:
+        from pathlib import Path
+
+        from rldk_engine.determinism import DeterminismError, check_command
+
+        def on_tick(progress: list) -> None:
+            self.app.call_from_thread(self.show_progress, copy_progress(progress), compare)
+
+        try:
+            result = check_command(shlex.split(command), compare=compare, replicas=replicas,
+                                   out_dir=Path(self.out_dir), on_tick=on_tick)
+        except (DeterminismError, OSError) as error:
+            self.app.call_from_thread(self.show_card, {"error": str(error)})
+            return
+        self.app.call_from_thread(self.show_card, result.card)
+
+    def show_progress(self, rows: list[ReplicaRow], compare: list[str]) -> None:
+        table = self.query_one("#det-replicas-table", DataTable)
+        table.clear()
+        for row in rows:
+            diff = "--" if row.max_diff is None or not math.isfinite(row.max_diff) \
+                else format_value(row.max_diff)
+            table.add_row(str(row.index), row.state, str(row.steps),
+                          "--" if row.exit_code is None else str(row.exit_code),
+                          latest_text(row.latest, compare), diff)
+
+    def show_card(self, card: dict) -> None:
+        """Also the entry point for snapshots (inject a card)."""
+        self.running = False
+        self.query_one("#det-status", Label).update(
+            f"card: {self.out_dir}/determinism_card.json" if not card.get("error") else "")
+        widget = self.query_one("#det-card", Static)
+        widget.update(card_text(card))
+        widget.set_class(not card.get("passed"), "-failed")
+        self.post_message(self.Finished(card))

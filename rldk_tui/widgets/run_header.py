@@ -1,0 +1,50 @@
+"""The Live tab's header: command, pid, elapsed time, steps/s and the run's state."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widgets import Static
+
+
+def format_elapsed(seconds: float | None) -> str:
+    if seconds is None or seconds < 0:
+        return "--:--"
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+class RunHeader(Static):
+    """Reactive fields; the LiveView sets them at most ~10 times a second."""
+
+    command: reactive[str] = reactive("")
+    pid: reactive[int | None] = reactive(None)
+    elapsed: reactive[float | None] = reactive(None)
+    steps_per_s: reactive[float | None] = reactive(None)
+    step: reactive[int | None] = reactive(None)
+    state_text: reactive[str] = reactive("waiting for monitor")
+    state_kind: reactive[str] = reactive("idle")  # running | alert | done | idle
+
+    def render(self) -> Text:
+        rate = "--" if self.steps_per_s is None else f"{self.steps_per_s:,.1f}"
+        step = "--" if self.step is None else str(self.step)
+        pid = "--" if self.pid is None else str(self.pid)
+        line1 = Text.assemble(("$ ", "bold"), (self.command or "(no command)", "bold"))
+        state_style = {
+            "running": "bold green",
+            "alert": "bold white on red",
+            "done": "bold yellow",
+        }.get(self.state_kind, "bold")
+        # State first: at 80 columns the numbers may be cut, the state never is.
+        line2 = Text.assemble(
+            (f" {self.state_text} ", state_style),
+            ("   pid ", "dim"), pid,
+            ("   elapsed ", "dim"), format_elapsed(self.elapsed),
+            ("   step ", "dim"), step,
+            ("   steps/s ", "dim"), rate,
+        )
+        text = Text("\n").join([line1, line2])
+        text.no_wrap, text.overflow = True, "ellipsis"  # a long command must not hide the state
+        return text

@@ -1,0 +1,180 @@
+"""The Scan tab: scan paths in a worker, list runs, their anomalies, and plot one."""
+
+from __future__ import annotations
+
+from textual import work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import Button, DataTable, Input, Label, ProgressBar
+
+from rldk_tui.widgets.window_plot import WindowPlot
+
+
+def run_row(run: dict) -> tuple:
+    severities = [a.get("severity") for a in run.get("anomalies", [])]
+    health = (run.get("health") or {}).get("overall")
+    counts = ", ".join(f"{severities.count(s)} {s}" for s in ("critical", "warning", "info")
+                       if severities.count(s)) or "none"
+    return (
+        run.get("run_id", "?"),
+        run.get("format", "?"),
+        str(run.get("n_steps", "?")),
+        "--" if health is None else f"{health:.2f}",
+        counts,
+    )
+
+
+def anomaly_row(anomaly: dict) -> tuple:
+    return (
+        anomaly.get("severity", ""),
+        anomaly.get("rule", ""),
+        anomaly.get("metric", ""),
+        f"{anomaly.get('start_step')}–{anomaly.get('end_step')}",
+        anomaly.get("message", ""),
+    )
+
+
+def scan(paths: list[str], preset: str = "auto", progress=None) -> dict:
+    from rldk_engine.scan import scan_paths  # heavy (numpy): imported in the worker
+
+    return scan_paths(paths, preset=preset, jobs=1, progress=progress)
+
+
+def load_series(source: str, metric: str) -> tuple[list[int], list[float]]:
+    from rldk_engine.readers import read_run
+
+    run = read_run(source)
+    column = run.get(metric)
+    if column is None:
+        return [], []
+    return [int(s) for s in run.steps], [float(v) for v in column]
+
+
+class ScanView(Vertical):
+    class ScanFinished(Message):
+        def __init__(self, report: dict) -> None:
+            super().__init__()
+            self.report = report
+
+    def __init__(self, paths: list[str] | None = None, preset: str = "auto",
+                 autostart: bool = True, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.paths = list(paths or [])
+        self.preset = preset
+        self.autostart = autostart
+        self.report: dict | None = None
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="scan-inputs"):
+            yield Input(" ".join(self.paths), placeholder="paths to scan (space separated)",
+                        id="scan-paths")
+            yield Button("Scan", id="scan-go", variant="primary")
+        yield ProgressBar(total=None, show_eta=False, id="scan-progress")
+        yield Label("", id="scan-message")
+        runs = DataTable(id="scan-runs", cursor_type="row", zebra_stripes=True)
+        runs.border_title = "runs"
+        yield runs
+        anomalies = DataTable(id="scan-anomalies", cursor_type="row", zebra_stripes=True)
+        anomalies.border_title = "anomalies of the selected run"
+        yield anomalies
+        yield WindowPlot(id="scan-plot")
+
+    def on_mount(self) -> None:
+        self.query_one("#scan-runs", DataTable).add_columns(
+            "run", "format", "steps", "health", "anomalies")
+        self.query_one("#scan-anomalies", DataTable).add_columns(
+            "severity", "rule", "metric", "steps", "message")
+        self.query_one("#scan-progress").display = False
+        if self.paths and self.autostart:
+            self.start_scan(self.paths)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "scan-go":
+            self.start_scan(self.query_one("#scan-paths", Input).value.split())
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "scan-paths":
+            self.start_scan(event.value.split())
+
+    def start_scan(self, paths: list[str]) -> None:
+        if not paths:
+            self.query_one("#scan-message", Label).update("give at least one path")
+            return
+        self.paths = paths
+        self.query_one("#scan-progress").display = True
+        self.query_one("#scan-message", Label).update(f"scanning {' '.join(paths)} …")
+        self.run_scan(paths)
+
+    @work(thread=True, exclusive=True, group="scan")
+    def run_scan(self, paths: list[str]) -> None:
+        def progress(done: int, total: int) -> None:
+            self.app.call_from_thread(self._show_progress, done, total)
+
+        try:
+            report = scan(paths, self.preset, progress)
+        except Exception as error:  # noqa: BLE001 - shown as one line, never a traceback
+            self.app.call_from_thread(self._scan_failed, f"{type(error).__name__}: {error}")
+            return
+        self.app.call_from_thread(self.show_report, report)
+
+    def _show_progress(self, done: int, total: int) -> None:
+        self.query_one("#scan-progress", ProgressBar).update(total=total, progress=done)
+        self.query_one("#scan-message", Label).update(f"scanning: {done}/{total} runs")
+
+    def _scan_failed(self, message: str) -> None:
+        self.query_one("#scan-progress").display = False
+        self.query_one("#scan-message", Label).update(f"scan failed: {message}")
+
+    def show_report(self, report: dict) -> None:
+        """Also the entry point for tests and snapshots (inject a report, no scan)."""
+        self.report = report
+        self.query_one("#scan-progress").display = False
+        runs = report.get("runs", [])
+        errors = sum(len(r.get("errors", [])) for r in runs)
+        self.query_one("#scan-message", Label).update(
+            f"{len(runs)} run(s) scanned" + (f", {errors} input error(s)" if errors else ""))
+        table = self.query_one("#scan-runs", DataTable)
+        table.clear()
+        for index, run in enumerate(runs):
+            table.add_row(*run_row(run), key=str(index))
+        if runs:
+            self.show_anomalies(0)
+            table.focus()  # keyboard first: arrows move through runs right away
+        self.post_message(self.ScanFinished(report))
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if self.report is None or event.row_key is None or event.row_key.value is None:
+            return
+        if event.data_table.id == "scan-runs":
+            self.show_anomalies(int(event.row_key.value))
+        elif event.data_table.id == "scan-anomalies":
+            run_index, anomaly_index = map(int, event.row_key.value.split(":"))
+            self.plot_anomaly(run_index, anomaly_index)
+
+    def show_anomalies(self, run_index: int) -> None:
+        table = self.query_one("#scan-anomalies", DataTable)
+        table.clear()
+        run = self.report["runs"][run_index]
+        for index, anomaly in enumerate(run.get("anomalies", [])):
+            table.add_row(*anomaly_row(anomaly), key=f"{run_index}:{index}")
+
+    def plot_anomaly(self, run_index: int, anomaly_index: int) -> None:
+        run = self.report["runs"][run_index]
+        anomaly = run["anomalies"][anomaly_index]
+        self.load_plot(run.get("source", ""), anomaly)
+
+    @work(thread=True, exclusive=True, group="scan-plot")
+    def load_plot(self, source: str, anomaly: dict) -> None:
+        try:
+            steps, values = load_series(source, anomaly.get("metric", ""))
+        except Exception as error:  # noqa: BLE001
+            steps, values = [], []
+            self.app.call_from_thread(
+                self.query_one("#scan-message", Label).update, f"cannot plot: {error}")
+        self.app.call_from_thread(self.show_plot, steps, values, anomaly)
+
+    def show_plot(self, steps: list[int], values: list[float], anomaly: dict) -> None:
+        window = (int(anomaly.get("start_step", 0)), int(anomaly.get("end_step", 0)))
+        title = f"{anomaly.get('metric')} · {anomaly.get('rule')}"
+        self.query_one(WindowPlot).show(steps, values, window, title)
