@@ -27,6 +27,7 @@ from pathlib import Path
 import orjson
 
 from .parse import LineParser
+from .ranks import RankMerger
 from .rules import Alert, Rule, RuleEngine, json_number
 
 EXIT_STOPPED = 3
@@ -244,6 +245,7 @@ class Monitor:
         self.cfg = config
         self.engine = RuleEngine(config.rules)
         self.parser = LineParser()
+        self.merger = RankMerger()  # one row per step when several ranks print it
         self.errors: list[str] = []
         self.alerts: list[Alert] = []
         self.peaks: dict[str, float] = {}
@@ -385,7 +387,7 @@ class Monitor:
         self.log_file.write(line if line.endswith(b"\n") else line + b"\n")
         text = line.decode("utf-8", errors="replace").rstrip("\r\n")
         record = self.parser.feed(text)
-        if record is None:
+        if record is None or (record := self.merger.merge(record)) is None:
             return
         now = time.time()
         self.steps += 1

@@ -55,6 +55,21 @@ def clean_line(text: str) -> str:
     return text.strip()
 
 
+def line_origin(text: str) -> str | None:
+    """Which rank or Ray actor printed a line: `[rank3]:` -> "rank3",
+    `(main_task pid=12)` -> "main_task pid=12"; None for an unprefixed line."""
+    if "\x1b" in text:
+        text = _ANSI.sub("", text)
+    text = text.lstrip()
+    if text[:1] not in ("(", "["):
+        return None
+    prefix = _PREFIX.match(text)
+    if prefix is None:
+        return None
+    parts = re.findall(r"[(\[]([^)\]]*)[)\]]", prefix.group(0))
+    return " ".join(p.strip() for p in parts) or None
+
+
 def number_from_text(text: str) -> float | None:
     """A printed value as float (NaN for None/null); None when it is no number."""
     text = text.strip().strip("'\"")
@@ -216,6 +231,7 @@ def looks_like_metrics(text: str) -> bool:
 class Record:
     step: int
     metrics: dict[str, float]
+    origin: str | None = None  # rank / Ray actor prefix of the line, if any
 
 
 @lru_cache(maxsize=4096)
@@ -245,6 +261,8 @@ class LineParser:
         self.n_rejected = 0
         self.rejections: list[str] = []
         self.last_step: int | None = None
+        # ranks count their own steps: rank1's first stepless line is step 0, not last + 1
+        self._last_by_origin: dict[str, int] = {}
 
     def feed(self, line: str) -> Record | None:
         self.n_lines += 1
@@ -254,13 +272,17 @@ class LineParser:
                 self.reject("looks like a metric line but could not be parsed")
             return None
         step, metrics = step_of(raw)
+        origin = line_origin(line) if line[:1] in ("(", "[", " ", "\x1b") else None
+        previous = self.last_step if origin is None else self._last_by_origin.get(origin)
         if step is not None and abs(step) < MAX_STEP:  # NaN/inf/1e30 are no usable step
             current = int(step)
         else:
-            current = 0 if self.last_step is None else self.last_step + 1
+            current = 0 if previous is None else previous + 1
+        if origin is not None:
+            self._last_by_origin[origin] = current
         self.last_step = current
         self.n_records += 1
-        return Record(current, metrics)
+        return Record(current, metrics, origin)
 
     def reject(self, reason: str) -> None:
         self.n_rejected += 1

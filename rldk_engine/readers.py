@@ -31,6 +31,7 @@ FORMATS = (
     "verl_console",
     "stdout",
     "tensorboard",
+    "wandb",
 )
 _SAMPLE_BYTES = 256 * 1024
 _SAMPLE_LINES = 400
@@ -146,6 +147,8 @@ def detect_format(path: str, sample: bytes | None = None) -> str:
     """Guess the format of one file from its first bytes."""
     if _is_tfevents(path):
         return "tensorboard"
+    if path.endswith(".wandb"):
+        return "wandb"
     if sample is None:
         sample = _read_sample(path)
     if not sample.strip(b"\x00 \t\r\n"):
@@ -352,6 +355,28 @@ def _tb_scalar(value, tensor_util) -> float | None:
     return None
 
 
+def _read_wandb(path: str, builder: ColumnBuilder) -> None:
+    """A W&B run folder (or its .wandb file): the history; else output.log, else the summary."""
+    from .integrations import wandb_history as wb
+
+    history = wb.history_file(path) if os.path.isdir(path) else path
+    if history is not None:
+        try:
+            for row in wb.history_rows(history, builder.skip):
+                builder.add(row)
+        except wb.WandbError as exc:
+            raise InputError(history, str(exc)) from None
+        return
+    output = os.path.join(path, "files", "output.log")
+    if os.path.isfile(output):
+        _read_text(output, builder)
+        return
+    row = wb.summary_row(path)
+    if row is None:
+        raise InputError(path, "W&B run folder without a .wandb file, files/output.log or files/wandb-summary.json")
+    builder.add(row)
+
+
 # ---------------------------------------------------------------- public API
 
 
@@ -371,11 +396,13 @@ def read_run(source: Source | str | os.PathLike, fmt: str | None = None) -> Run:
         raise InputError(path, f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
     if not os.path.exists(path):
         raise InputError(path, "no such file")
-    fmt = fmt or detect_format(path)
+    fmt = fmt or ("wandb" if os.path.isdir(path) else detect_format(path))
     builder = ColumnBuilder()
     try:
         if fmt == "tensorboard":
             _read_tensorboard(source.paths, builder)
+        elif fmt == "wandb":
+            _read_wandb(path, builder)
         elif fmt == "jsonl":
             _read_jsonl(path, builder)
         elif fmt in ("hf_trainer_state", "json_array"):
@@ -417,8 +444,16 @@ def _walk_runs(root: str, errors: list[str]) -> Iterator[Source]:
     def on_error(exc: OSError) -> None:
         errors.append(f"{exc.filename}: {describe_os_error(exc)}")
 
+    from .integrations.wandb_history import is_wandb_run_dir
+
     for folder, dirs, files in os.walk(root, onerror=on_error):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if is_wandb_run_dir(folder, files):  # a W&B run folder is one run, read whole
+            dirs[:] = []
+            yield Source(run_id=_run_id(root, folder), paths=(folder,))
+            continue
+        if os.path.basename(os.path.normpath(folder)) == "wandb":  # W&B's own debug logs hold no metrics
+            files = [f for f in files if not f.startswith("debug")]
         events: list[str] = []
         for name in sorted(files):
             full = os.path.join(folder, name)

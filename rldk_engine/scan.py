@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from . import __version__
 
 PRESETS = ("auto", "ppo", "grpo")
+BACKENDS = ("process", "ray")
 
 
 def run_entry(run, preset: str = "auto") -> dict:
@@ -69,8 +70,15 @@ def scan_sources(
     jobs: int = 1,
     fmt: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    backend: str = "process",
+    ray_address: str | None = None,
 ) -> list[tuple[dict | None, str | None]]:
-    """Results in source order; with jobs > 1 chunks of runs go to worker processes."""
+    """Results in source order; with jobs > 1 chunks of runs go to worker processes,
+    with backend="ray" to Ray tasks (integrations.ray_scan; raises RayUnavailable)."""
+    if backend == "ray":
+        from .integrations.ray_scan import scan_sources_ray
+
+        return scan_sources_ray(sources, preset, jobs, fmt, progress, address=ray_address)
     total = len(sources)
     results: list[tuple[dict | None, str | None]] = []
     jobs = max(1, min(jobs, total))
@@ -100,6 +108,8 @@ def scan_paths(
     jobs: int = 1,
     fmt: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    backend: str = "process",
+    ray_address: str | None = None,
 ) -> dict:
     """The full scan report: {"tool", "version", "created", "runs", "errors"}."""
     from .readers import discover_sources
@@ -108,7 +118,9 @@ def scan_paths(
         raise ValueError(f"unknown preset {preset!r} (use {', '.join(PRESETS)})")
     sources, errors = discover_sources(paths)
     runs = []
-    for entry, error in scan_sources(sources, preset, jobs, fmt, progress):
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r} (use {', '.join(BACKENDS)})")
+    for entry, error in scan_sources(sources, preset, jobs, fmt, progress, backend, ray_address):
         if entry is not None:
             runs.append(entry)
         else:

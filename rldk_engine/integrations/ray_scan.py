@@ -1,0 +1,83 @@
+"""`rldk-engine scan --backend ray`: the same per-run work (`scan._scan_chunk`) on Ray.
+
+Local (no address): a Ray instance with `jobs` CPUs is started and shut down after the
+scan. With `address` ("auto", "ray://head:10001", "10.0.0.1:6379") an existing cluster is
+used as it is; its workers must have rldk installed and see the same paths (a shared
+filesystem), as with any Ray job. Results come back in source order, so the report is the
+same whichever backend ran it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from . import missing_extra_message
+
+CHUNKS_PER_CPU = 4  # a few chunks per worker: little scheduling overhead, still balanced
+
+
+class RayUnavailable(RuntimeError):
+    """Ray is not installed or the cluster cannot be reached (message is one line)."""
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise RayUnavailable(missing_extra_message("ray", "--backend ray")) from None
+    return ray
+
+
+def _connect(ray, address: str | None, jobs: int) -> bool:
+    """Start or join Ray; True when this call started it (and so must shut it down)."""
+    if ray.is_initialized():
+        return False
+    kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=max(1, jobs), **kwargs)
+    except Exception as exc:  # ConnectionError, RuntimeError, ValueError, grpc errors
+        where = f"at {address}" if address else "locally"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RayUnavailable(f"cannot start or reach Ray {where}: {first}") from None
+    return True
+
+
+def scan_sources_ray(
+    sources: list,
+    preset: str = "auto",
+    jobs: int = 1,
+    fmt: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    address: str | None = None,
+) -> list[tuple[dict | None, str | None]]:
+    """Like `scan.scan_sources`, with the chunks sent to Ray tasks."""
+    from ..scan import _chunks, _scan_chunk
+
+    total = len(sources)
+    if total == 0:
+        return []
+    ray = _import_ray()
+    started = _connect(ray, address, jobs)
+    try:
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        size = max(1, -(-total // (cpus * CHUNKS_PER_CPU)))
+        chunks = _chunks(sources, size)
+        task = ray.remote(num_cpus=1)(_scan_chunk)
+        pending = {task.remote(chunk, preset, fmt): index for index, chunk in enumerate(chunks)}
+        done_chunks: dict[int, list] = {}
+        finished = 0
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                index = pending.pop(ref)
+                done_chunks[index] = ray.get(ref)
+                finished += len(done_chunks[index])
+            if progress:
+                progress(finished, total)
+        return [result for index in range(len(chunks)) for result in done_chunks[index]]
+    finally:
+        if started:
+            ray.shutdown()
