@@ -124,6 +124,8 @@ def _series(run, name: str) -> tuple[np.ndarray, np.ndarray] | None:
 
 def _finite_series(run, col: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     ok = np.isfinite(col)
+    if ok.all():  # the usual case: no copies, the run's own arrays (memory on long runs)
+        return (run.steps, col) if col.size >= 5 else None
     if int(ok.sum()) < 5:
         return None
     return run.steps[ok], col[ok]
@@ -172,8 +174,17 @@ def _rolling_trailing(v: np.ndarray, window: int, warm: int) -> tuple[np.ndarray
     return med[idx], mad[idx]
 
 
+_BASELINES_KEPT = 4  # full-length baselines held at once: bounds memory on 10M-step runs
+
+
 def trailing_baseline(x: np.ndarray, warm: int, window: int = TRAILING) -> tuple[np.ndarray, np.ndarray]:
-    return _memo(("baseline", id(x), warm, window), x, lambda: _trailing_baseline(x, warm, window))
+    key = ("baseline", id(x), warm, window)
+    cache = getattr(_LOCAL, "cache", None)
+    if cache is not None and key not in cache:
+        held = [k for k in cache if k[0] == "baseline"]
+        for old in held[: max(0, len(held) - _BASELINES_KEPT + 1)]:  # oldest first
+            del cache[old]
+    return _memo(key, x, lambda: _trailing_baseline(x, warm, window))
 
 
 def _trailing_baseline(x: np.ndarray, warm: int, window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -199,8 +210,9 @@ def _trailing_baseline(x: np.ndarray, warm: int, window: int) -> tuple[np.ndarra
         win_b = max(8, window // block)
         med_b, _ = _rolling_trailing(bmed, win_b, warm_b)
         mad_b, _ = _rolling_trailing(bmad, win_b, warm_b)
-        idx = np.minimum(np.arange(n) // block, nb - 1)
-        med, mad = med_b[idx], mad_b[idx]
+        # expanded per point in float32: ample precision for a baseline, half the memory
+        idx = np.minimum(np.arange(n, dtype=np.int32 if n < 2**31 else np.int64) // block, nb - 1)
+        med, mad = med_b.astype(np.float32)[idx], mad_b.astype(np.float32)[idx]
     floor = max(0.5 * diff_sigma(x), 1e-12)
     sigma = np.maximum(MAD_TO_SIGMA * mad, floor)
     sigma = np.maximum(sigma, 1e-3 * np.abs(med))

@@ -67,33 +67,34 @@ class Run:
 
 
 class _Bucket:
-    """Rows sharing one key schema: per-column value chunks and their global row ids.
+    """Rows sharing one key schema: per-column growable buffers and their global row ids.
 
-    Chunks are kept per column so that `build` can join one column at a time and free
-    its chunks as it goes: peak memory stays near one copy of the data, not two.
+    Each column grows in place (array.array reallocates geometrically, large blocks move
+    with mremap), and `build` wraps the buffer without copying: peak memory stays near
+    one copy of the data, not two.
     """
 
     __slots__ = ("keys", "values", "masks", "rows")
 
     def __init__(self, keys: tuple[str, ...]):
         self.keys = keys
-        self.values: list[list[np.ndarray]] = [[] for _ in keys]
-        self.masks: list[list[np.ndarray | None]] = [[] for _ in keys]  # None: all present
+        self.values = [array("d") for _ in keys]
+        self.masks: list[list[tuple[int, np.ndarray | None]]] = [[] for _ in keys]  # None: all present
         self.rows = array("q")
 
     def append(self, matrix: np.ndarray, mask: np.ndarray | None) -> None:
-        for j in range(len(self.keys)):
-            self.values[j].append(matrix[j].copy())  # a copy lets the chunk matrix go
-            self.masks[j].append(None if mask is None or mask[j].all() else mask[j].copy())
+        for j, column in enumerate(self.values):
+            column.frombytes(matrix[j].tobytes())
+            self.masks[j].append((matrix.shape[1], None if mask is None or mask[j].all() else mask[j].copy()))
 
     def take_column(self, j: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Column j joined (and released from the bucket), with its mask or None."""
-        chunks, masks = self.values[j], self.masks[j]
-        column = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+        """Column j (handed over by the bucket, no copy), with its mask or None."""
+        column = np.frombuffer(self.values[j], dtype=np.float64)
+        masks = self.masks[j]
         mask = None
-        if any(m is not None for m in masks):
-            mask = np.concatenate([np.ones(c.size, dtype=bool) if m is None else m for c, m in zip(chunks, masks)])
-        self.values[j], self.masks[j] = [], []
+        if any(m is not None for _, m in masks):
+            mask = np.concatenate([np.ones(size, dtype=bool) if m is None else m for size, m in masks])
+        self.values[j], self.masks[j] = array("d"), []
         return column, mask
 
 
