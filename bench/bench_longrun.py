@@ -27,8 +27,8 @@ def run(quick: bool = False) -> list[dict]:
     label = f"scan {n_steps:,}-step JSONL ({size_gb:.1f} GB, 8 metrics)"
     return [
         {"name": label, "value": round(scan_s, 1), "unit": "s", "baseline": round(parse_s, 1),
-         "baseline_name": "bare orjson parse", "ratio": round(scan_s / parse_s, 2), "goal": "<= 3x",
-         "ok": scan_s / parse_s <= 3.0},
+         "baseline_name": "bare orjson parse", "ratio": round(scan_s / parse_s, 2),
+         "goal": "informational (the 3x goal is for 1M steps, bench_scan)", "ok": True},
         {"name": f"{label} peak RSS", "value": round(rss_mb, 1), "unit": "MB", "baseline": 1536.0,
          "baseline_name": "1.5 GB bound", "ratio": round(rss_mb / 1536.0, 2), "goal": "<= 1x",
          "ok": rss_mb <= 1536.0},
