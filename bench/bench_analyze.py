@@ -9,21 +9,13 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-
-def _best(fn, repeat: int = 2) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+from _util import best_of  # noqa: E402
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -37,8 +29,8 @@ def run(quick: bool = False) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         big = Path(tmp) / "big.jsonl"
         write_big_jsonl(big, n_steps)
-        scan_s = _best(lambda: scan_paths([big]))
-        analyze_s = _best(lambda: analyze_run(read_run(big)))
+        scan_s = best_of(lambda: scan_paths([big]), repeat=2)
+        analyze_s = best_of(lambda: analyze_run(read_run(big)), repeat=2)
     ratio = analyze_s / scan_s
     return [{
         "name": f"analyze {n_steps:,}-step JSONL", "value": round(analyze_s, 3), "unit": "s",
