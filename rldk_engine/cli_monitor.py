@@ -19,7 +19,7 @@ def monitor_command(
     follow: Optional[Path] = typer.Option(None, "--follow", help="tail a growing log file instead of running CMD"),
     stall_seconds: Optional[float] = typer.Option(None, "--stall-seconds", help="stall alert after S s without metrics (0 = off)"),
     no_auto_stop: bool = typer.Option(False, "--no-auto-stop", help="stop rules only alert"),
-    shell: bool = typer.Option(False, "--shell", help="run CMD through /bin/sh"),
+    shell: bool = typer.Option(False, "--shell", help="run ONE command string through /bin/sh -c (quote it: --shell -- 'train.py | tee log')"),
     quiet: bool = typer.Option(False, "--quiet", help="no monitor messages or summary (child output still passes through)"),
     grace_int: float = typer.Option(0.5, "--grace-int", help="seconds after SIGINT before SIGTERM"),
     grace_term: float = typer.Option(0.5, "--grace-term", help="seconds after SIGTERM before SIGKILL"),
@@ -40,6 +40,8 @@ def monitor_command(
         _usage("give either --follow FILE or a command, not both")
     if follow is None and not args:
         _usage("nothing to monitor: give `-- CMD ARGS...`, `--follow FILE` or `-` for stdin")
+    if shell and len(args) != 1:
+        _usage("--shell takes one command string, quoted: --shell -- 'python train.py | tee log'")
     try:
         rule_list = load_rules(rules) if rules is not None else preset_rules(preset)
     except RulesError as exc:

@@ -14,8 +14,10 @@ Hot path: standard library, orjson, PyYAML and rldk_engine.parse/rules only.
 
 from __future__ import annotations
 
+import errno
 import os
 import queue
+import shlex
 import signal
 import subprocess
 import sys
@@ -34,7 +36,10 @@ EXIT_STOPPED = 3
 MAX_LINE = 16 * 1024 * 1024  # a longer "line" is split, never held whole in memory
 DEFAULT_GRACE_INT = 0.5  # seconds after SIGINT before SIGTERM
 DEFAULT_GRACE_TERM = 0.5  # seconds after SIGTERM before SIGKILL
-DRAIN_AFTER_EXIT = 0.5  # seconds to keep reading pipes a grandchild still holds open
+DRAIN_AFTER_EXIT = 0.5  # seconds of silence after exit before we stop reading pipes a grandchild still holds
+DRAIN_MAX = 10.0  # ... and never longer than this after the trainer exited
+QUEUE_LINES = 4096  # reader -> main loop backlog; bounded so a fast writer waits instead of growing memory
+KEEP_ALERTS = 1000  # alerts kept in memory for the summary; all of them are in alerts.jsonl
 CONTROL_POLL = 0.1
 STATUS_MIN_INTERVAL = 0.5
 KEY_METRICS = ("kl", "approx_kl", "reward_mean", "entropy", "clip_frac", "grad_norm")
@@ -69,6 +74,7 @@ class MonitorResult:
     peaks: dict[str, float]
     run_dir: Path
     errors: list[str]
+    n_fired: int = 0  # every fired alert; `alerts` keeps only the first KEEP_ALERTS
 
 
 # ----------------------------------------------------------------------------- artifacts
@@ -76,15 +82,18 @@ class MonitorResult:
 
 class ArtifactFile:
     """An append-only file flushed per line; the first failure is reported, then it is
-    retried silently (a disk that fills up may free again)."""
+    retried silently (a disk that fills up may free again). A row cut short by a full
+    disk is cut off again, so the file only ever holds whole lines."""
 
     def __init__(self, path: Path, report):
         self.path = path
         self.report = report
         self.failed = False
         self.fh = None
+        self.size = 0  # bytes of whole lines written so far
         try:
             self.fh = open(path, "ab", buffering=0)
+            self.size = os.fstat(self.fh.fileno()).st_size
         except OSError as exc:
             self._fail(exc)
 
@@ -97,9 +106,16 @@ class ArtifactFile:
         if self.fh is None:
             return
         try:
-            self.fh.write(data)
+            written = self.fh.write(data)
+            if written is not None and written < len(data):  # short write: the disk is full
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self.size += len(data)
         except OSError as exc:
             self._fail(exc)
+            try:
+                os.ftruncate(self.fh.fileno(), self.size)
+            except OSError:
+                pass
 
     def close(self) -> None:
         if self.fh is not None:
@@ -118,9 +134,25 @@ def canonical_row(step: int, now: float, metrics: dict[str, float]) -> bytes:
 
 def write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+
+
+def write_in_place(path: Path, data: bytes) -> None:
+    """Fallback when the directory refuses new files (read-only dir, full disk): rewrite
+    the existing file. Padded with spaces to its old size when it fits, so a full disk
+    never has to find a new block mid-write and tear the JSON."""
+    with open(path, "r+b", buffering=0) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        fh.write(data.ljust(size, b" ") if len(data) <= size else data)
 
 
 # ----------------------------------------------------------------------------- process group
@@ -209,6 +241,9 @@ def _follow(path: Path, q: queue.Queue, stop: threading.Event, echo) -> None:
         if chunk:
             pending += chunk
             *lines, pending = pending.split(b"\n")
+            if len(pending) >= MAX_LINE:  # a newline-free flood is split, as in _pump
+                lines.append(pending)
+                pending = b""
             for line in lines:
                 line += b"\n"
                 if echo is not None:
@@ -230,6 +265,8 @@ def _follow(path: Path, q: queue.Queue, stop: threading.Event, echo) -> None:
         elif st is not None and st.st_ino != ino:
             fh.close()  # rotated: the old file is drained above, now take the new one
             fh = None
+            if pending:  # its unterminated last line is complete: nobody writes there now
+                q.put(("follow", pending + b"\n"))
             continue
         stop.wait(0.05)
     if fh is not None:
@@ -247,7 +284,8 @@ class Monitor:
         self.parser = LineParser()
         self.merger = RankMerger()  # one row per step when several ranks print it
         self.errors: list[str] = []
-        self.alerts: list[Alert] = []
+        self.alerts: list[Alert] = []  # the first KEEP_ALERTS only: memory stays flat on long runs
+        self.n_fired = 0
         self.peaks: dict[str, float] = {}
         self.steps = 0
         self.auto_stop = config.auto_stop
@@ -334,11 +372,16 @@ class Monitor:
             return
         self._status_written = now
         self._status_dirty = False
+        data = orjson.dumps(self.status(), option=orjson.OPT_INDENT_2)
         try:
-            write_atomic(self.status_path, orjson.dumps(self.status(), option=orjson.OPT_INDENT_2))
+            write_atomic(self.status_path, data)
         except OSError as exc:
             if "status.json" not in " ".join(self.errors):
                 self.report(f"cannot write {self.status_path}: {exc.strerror or exc}")
+            try:
+                write_in_place(self.status_path, orjson.dumps(self.status()) + b"\n")
+            except OSError:
+                pass
 
     def set_state(self, state: str) -> None:
         self.state = state
@@ -402,7 +445,9 @@ class Monitor:
 
     def handle_alerts(self, alerts: list[Alert]) -> None:
         for alert in alerts:
-            self.alerts.append(alert)
+            if len(self.alerts) < KEEP_ALERTS:
+                self.alerts.append(alert)
+            self.n_fired += alert.event == "fire"
             self.alerts_file.write(orjson.dumps(alert.to_dict()) + b"\n")
             if alert.event == "fire":
                 stop = alert.action == "stop" and self.auto_stop
@@ -467,14 +512,19 @@ class Monitor:
     def start_child(self) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         cmd = self.cfg.cmd
-        args = " ".join(cmd) if self.cfg.shell else cmd
+        # --shell takes ONE command string (checked by the CLI); without it argv is passed
+        # to exec as is: spaces, ';', '$(...)' stay literal
+        if self.cfg.shell:  # several words from the API are quoted, never re-split
+            args = ["/bin/sh", "-c", cmd[0] if len(cmd) == 1 else shlex.join(cmd)]
+        else:
+            args = cmd
         self.proc = subprocess.Popen(
-            args, shell=self.cfg.shell, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, start_new_session=True, env=env, bufsize=-1)
         self.pgid = self.proc.pid  # a new session: its leader's pid is the group id
 
     def run(self) -> MonitorResult:
-        q: queue.Queue = queue.Queue()
+        q: queue.Queue = queue.Queue(maxsize=QUEUE_LINES)
         follow_stop = threading.Event()
         readers: list[threading.Thread] = []
         if self.cfg.follow is not None:
@@ -499,6 +549,7 @@ class Monitor:
         open_streams = len(readers)
         next_control = 0.0
         exited_at: float | None = None
+        last_line_at = time.monotonic()
         try:
             while True:
                 try:
@@ -507,6 +558,7 @@ class Monitor:
                         open_streams -= 1
                     else:
                         self.handle_line(line)
+                        last_line_at = time.monotonic()
                 except queue.Empty:
                     pass
                 now = time.monotonic()
@@ -523,7 +575,10 @@ class Monitor:
                 if self.proc.poll() is not None:
                     exited_at = exited_at or now
                     stopper_done = self._stopper is None or not self._stopper.is_alive()
-                    if (open_streams == 0 or now - exited_at > DRAIN_AFTER_EXIT) and stopper_done:
+                    # a backlog still flowing is drained; a pipe a grandchild holds silently is not
+                    drained = (now - max(exited_at, last_line_at) > DRAIN_AFTER_EXIT
+                               or now - exited_at > DRAIN_MAX)
+                    if (open_streams == 0 or drained) and stopper_done:
                         break
         finally:
             self._restore_signals(old_handlers)
@@ -543,9 +598,21 @@ class Monitor:
             for s, h in old.items():
                 signal.signal(s, h)
 
+    def _stop_leftovers(self) -> None:
+        """The trainer is gone but processes of its group live on (workers of an
+        OOM-killed or crashed trainer): they are orphans holding GPUs, so end them."""
+        if self.pgid is None or not group_alive(self.pgid):
+            return
+        self.report(f"trainer exited but processes of its group {self.pgid} were still running; stopping them")
+        for sig, grace in ((signal.SIGTERM, self.cfg.grace_term), (signal.SIGKILL, 2.0)):
+            signal_group(self.pgid, sig)
+            if self._wait_group_gone(self.pgid, grace):
+                return
+
     def finish(self) -> MonitorResult:
         if self.proc is not None:
             rc = self.proc.wait()
+            self._stop_leftovers()
             if self.stop_reason in ("guardrail", "user"):
                 self.exit_code = EXIT_STOPPED
                 self.state = "stopped"
@@ -567,7 +634,7 @@ class Monitor:
             stop_reason=self.stop_reason, stop_rule=self.stop_rule, stop_step=self.stop_step,
             steps=self.steps, last_step=self.parser.last_step, lines=self.parser.n_lines,
             alerts=list(self.alerts), peaks=dict(self.peaks), run_dir=self.cfg.run_dir,
-            errors=list(self.errors))
+            errors=list(self.errors), n_fired=self.n_fired)
 
 
 def summary_text(res: MonitorResult) -> str:
@@ -575,12 +642,13 @@ def summary_text(res: MonitorResult) -> str:
     lines = ["", "rldk monitor summary", f"  steps seen: {res.steps} (last step {res.last_step}), lines read: {res.lines}"]
     if res.peaks:
         lines.append("  peaks: " + ", ".join(f"{k}={v:.4g}" for k, v in res.peaks.items()))
+    n_fired = max(res.n_fired, len(fired))
     if fired:
-        lines.append(f"  alerts: {len(fired)}")
+        lines.append(f"  alerts: {n_fired}")
         for a in fired[:20]:
             lines.append(f"    [{a.severity}] step {a.step} {a.rule}: {a.message}")
-        if len(fired) > 20:
-            lines.append(f"    ... {len(fired) - 20} more in alerts.jsonl")
+        if n_fired > 20:
+            lines.append(f"    ... {n_fired - 20} more in alerts.jsonl")
     else:
         lines.append("  alerts: none")
     if res.stop_reason == "guardrail":

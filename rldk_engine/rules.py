@@ -431,7 +431,7 @@ class RuleEngine:
         self.last_observation: float | None = None
         self.last_step: int | None = None
         self.n_observed = 0
-        self.fired: list[Alert] = []
+        self.n_fired = 0  # a count, not a list: the engine runs for millions of steps
 
     def _state(self, rule: Rule, metric: str) -> _State:
         key = (rule.id, metric)
@@ -463,7 +463,7 @@ class RuleEngine:
                     self._stall_active[rule.id] = False
                     alerts.append(self._alert(rule, "*", step, None, now, "clear",
                                               f"{rule.id} cleared: metrics arrived again"))
-        self.fired.extend(a for a in alerts if a.event == "fire")
+        self.n_fired += sum(a.event == "fire" for a in alerts)
         return alerts
 
     def _apply(self, rule: Rule, name: str, x: float, step: int, now: float) -> Alert | None:
@@ -538,7 +538,7 @@ class RuleEngine:
                 msg = rule.message or rule.describe()
                 alerts.append(self._alert(rule, "*", self.last_step, idle, now, "fire",
                                           f"{msg} (idle {idle:.0f}s after step {self.last_step})"))
-        self.fired.extend(alerts)
+        self.n_fired += len(alerts)
         return alerts
 
     def active(self) -> list[tuple[str, str]]:
