@@ -15,6 +15,7 @@ Hot path: standard library, orjson, PyYAML and rldk_engine.parse/rules only.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import queue
 import shlex
@@ -38,6 +39,7 @@ DEFAULT_GRACE_INT = 0.5  # seconds after SIGINT before SIGTERM
 DEFAULT_GRACE_TERM = 0.5  # seconds after SIGTERM before SIGKILL
 DRAIN_AFTER_EXIT = 0.5  # seconds of silence after exit before we stop reading pipes a grandchild still holds
 DRAIN_MAX = 10.0  # ... and never longer than this after the trainer exited
+BATCH_LINES = 256  # lines handled between two flushes of the artifacts, at most
 QUEUE_LINES = 4096  # reader -> main loop backlog; bounded so a fast writer waits instead of growing memory
 KEEP_ALERTS = 1000  # alerts kept in memory for the summary; all of them are in alerts.jsonl
 CONTROL_POLL = 0.1
@@ -90,6 +92,7 @@ class ArtifactFile:
         self.report = report
         self.failed = False
         self.fh = None
+        self.pending: list[bytes] = []
         self.size = 0  # bytes of whole lines written so far
         try:
             self.fh = open(path, "ab", buffering=0)
@@ -101,6 +104,17 @@ class ArtifactFile:
         if not self.failed:
             self.failed = True
             self.report(f"cannot write {self.path}: {exc.strerror or exc}")
+
+    def add(self, data: bytes) -> None:
+        """Queue a line for the next `flush()`: the monitor flushes after each batch of
+        lines it drains from its input, so a flood costs one write per batch, not per line."""
+        self.pending.append(data)
+
+    def flush(self) -> None:
+        if self.pending:
+            data = b"".join(self.pending)
+            self.pending.clear()
+            self.write(data)
 
     def write(self, data: bytes) -> None:
         if self.fh is None:
@@ -118,6 +132,7 @@ class ArtifactFile:
                 pass
 
     def close(self) -> None:
+        self.flush()
         if self.fh is not None:
             try:
                 self.fh.close()
@@ -127,8 +142,11 @@ class ArtifactFile:
 
 def canonical_row(step: int, now: float, metrics: dict[str, float]) -> bytes:
     row: dict[str, object] = {"step": step, "time": round(now, 3)}
-    for k, v in metrics.items():
-        row[k] = json_number(v)
+    if all(map(math.isfinite, metrics.values())):  # the usual row: no conversion needed
+        row.update(metrics)
+    else:  # orjson would write NaN as null; SPEC keeps "NaN"/"Infinity" as data
+        for k, v in metrics.items():
+            row[k] = json_number(v)
     return orjson.dumps(row) + b"\n"
 
 
@@ -426,8 +444,12 @@ class Monitor:
 
     # -- lines and rules
 
+    def flush_artifacts(self) -> None:
+        self.log_file.flush()
+        self.run_file.flush()
+
     def handle_line(self, line: bytes) -> None:
-        self.log_file.write(line if line.endswith(b"\n") else line + b"\n")
+        self.log_file.add(line if line.endswith(b"\n") else line + b"\n")
         text = line.decode("utf-8", errors="replace").rstrip("\r\n")
         record = self.parser.feed(text)
         if record is None or (record := self.merger.merge(record)) is None:
@@ -436,7 +458,7 @@ class Monitor:
         self.steps += 1
         self._status_dirty = True
         metrics = record.metrics
-        self.run_file.write(canonical_row(record.step, now, metrics))
+        self.run_file.add(canonical_row(record.step, now, metrics))
         for k in KEY_METRICS:
             v = metrics.get(k)
             if v is not None and v == v and (k not in self.peaks or v > self.peaks[k]):
@@ -552,15 +574,22 @@ class Monitor:
         last_line_at = time.monotonic()
         try:
             while True:
+                # one blocking get, then whatever else is already queued (bounded), then
+                # one flush: per-line flushing when lines trickle, batches under a flood
+                batch = []
                 try:
-                    name, line = q.get(timeout=0.02)
+                    batch.append(q.get(timeout=0.02))
+                    while len(batch) < BATCH_LINES:
+                        batch.append(q.get_nowait())
+                except queue.Empty:
+                    pass
+                for _name, line in batch:
                     if line is _EOF:
                         open_streams -= 1
                     else:
                         self.handle_line(line)
                         last_line_at = time.monotonic()
-                except queue.Empty:
-                    pass
+                self.flush_artifacts()
                 now = time.monotonic()
                 if now >= next_control:
                     next_control = now + CONTROL_POLL
@@ -586,6 +615,7 @@ class Monitor:
             name, line = q.get_nowait()
             if line is not _EOF:
                 self.handle_line(line)
+        self.flush_artifacts()
         return self.finish()
 
     def _install_signals(self):

@@ -32,6 +32,8 @@ class RankMerger:
         self.n_merged = 0  # rows from another origin that were dropped or trimmed
 
     def merge(self, record: Record) -> Record | None:
+        if record.origin is None and not self._seen:
+            return record  # no rank or actor prefix seen so far: a single stream, nothing to merge
         seen = self._seen.get(record.step)
         if seen is None:
             seen = self._seen[record.step] = _StepSeen()
