@@ -517,13 +517,83 @@ def write_card(card: dict, out_dir: Path) -> Path:
 
 @dataclass
 class ReplicaProgress:
-    """Shared between a replica's reader thread and the display (plain ints: GIL-safe)."""
+    """Shared between a replica's reader thread and the display (plain ints: GIL-safe).
+
+    `latest` is the latest value per metric (the reader swaps in a new dict, never
+    mutates the shown one); `max_diff` is the largest across-replica |difference| so far
+    over the compared metrics, at the steps every replica has passed (the same number on
+    every replica; None until one such step exists). A live estimate: the card decides."""
 
     state: str = "waiting"  # waiting | running | done | failed
     steps: int = 0
     exit_code: int | None = None
     started: float | None = None
     ended: float | None = None
+    latest: dict[str, float] = field(default_factory=dict)
+    max_diff: float | None = None
+    # (step, metrics) in arrival order, appended by the reader, consumed by _LiveDiff.
+    feed: list = field(default_factory=list, repr=False)
+
+    def observe(self, record) -> None:
+        """One parsed record (`.step`, `.metrics`) from the replica's reader thread."""
+        metrics = {name: _as_float(value) for name, value in record.metrics.items()}
+        self.latest = {**self.latest, **metrics}
+        self.feed.append((int(record.step), metrics))
+
+
+class _LiveDiff:
+    """Folds the replicas' feeds into `max_diff`, on the thread that calls `on_tick`.
+
+    A step counts once every replica has logged a later step or ended (a step logged in
+    several lines is complete by then). Only the steps not yet complete are kept."""
+
+    def __init__(self, progress: Sequence[ReplicaProgress], compare: Sequence[str]) -> None:
+        self.progress = progress
+        self.compare = [canonical_name(name) for name in compare]
+        self.read = [0] * len(progress)
+        self.last_step = [-math.inf] * len(progress)
+        self.pending: dict[int, list[dict[str, float] | None]] = {}
+
+    def update(self) -> None:
+        n = len(self.progress)
+        for i, p in enumerate(self.progress):
+            new = p.feed[self.read[i]:]  # a slice: safe while the reader appends
+            del p.feed[:len(new)]  # consumed: memory stays bounded by the lag
+            self.read[i] = 0
+            for step, metrics in new:
+                cells = self.pending.setdefault(step, [None] * n)
+                cells[i] = {**(cells[i] or {}), **metrics}
+                self.last_step[i] = max(self.last_step[i], step)
+        reached = min(
+            math.inf if p.state in ("done", "failed") else self.last_step[i]
+            for i, p in enumerate(self.progress)
+        )
+        for step in sorted(s for s in self.pending if s < reached):
+            self._fold(self.pending.pop(step))
+
+    def _fold(self, cells: list[dict[str, float] | None]) -> None:
+        if any(cell is None for cell in cells):
+            return  # not logged by every replica: not a shared step
+        names = self.compare or [
+            name for name in cells[0] if name not in CLOCK_KEYS
+            and all(name in cell for cell in cells)
+        ]
+        for name in names:
+            if not all(name in cell for cell in cells):
+                continue
+            diff = _spread([cell[name] for cell in cells])
+            for p in self.progress:
+                p.max_diff = diff if p.max_diff is None else max(p.max_diff, diff)
+
+
+def _spread(values: list[float]) -> float:
+    """max - min with compare_metric's rules: NaN equals NaN, the same inf equals itself,
+    any other non-finite mix is infinitely apart."""
+    if all(math.isfinite(v) for v in values):
+        return max(values) - min(values)
+    if all(math.isnan(v) for v in values) or len(set(values)) == 1:
+        return 0.0
+    return math.inf
 
 
 def resolve_command(cmd: str | Sequence[str], launch_dir: Path) -> list[str]:
@@ -620,6 +690,7 @@ def _run_stdout_replica(
             record = parser.feed(line)
             if record is not None:
                 records.append(record)
+                progress.observe(record)
                 progress.steps = len(records)
         exit_code = proc.wait()
     launcher.finished(index)
@@ -653,7 +724,7 @@ def _run_file_replica(
         while proc.poll() is None:
             path = _metrics_file_path(workdir, pattern, index)
             if path is not None:
-                progress.steps = tail.poll(path)
+                progress.steps = tail.poll(path, progress)
             time.sleep(0.1)
         exit_code = proc.returncode
     launcher.finished(index)
@@ -683,7 +754,7 @@ class _FileTail:
         self.partial = ""
         self.records = 0
 
-    def poll(self, path: Path) -> int:
+    def poll(self, path: Path, progress: ReplicaProgress | None = None) -> int:
         try:
             with open(path, errors="replace") as fh:
                 fh.seek(self.offset)
@@ -694,8 +765,11 @@ class _FileTail:
         lines = (self.partial + chunk).split("\n")
         self.partial = lines.pop()
         for line in lines:
-            if self.parser.feed(line) is not None:
+            record = self.parser.feed(line)
+            if record is not None:
                 self.records += 1
+                if progress is not None:
+                    progress.observe(record)
         return self.records
 
 
@@ -707,10 +781,13 @@ def run_replicas(
     parallel: int | None = None,
     metrics_file: str | None = None,
     on_tick: Callable[[list[ReplicaProgress]], None] | None = None,
+    compare: Sequence[str] = (),
 ) -> list[ReplicaOutcome]:
     """Run the replicas (at most `parallel` at a time; default all at once) and collect
-    their metrics. `on_tick` is called ~10x/s with live progress from the main thread."""
+    their metrics. `on_tick` is called ~10x/s with live progress from the main thread;
+    `compare` names the metrics its `max_diff` covers (empty: all shared ones)."""
     progress = [ReplicaProgress() for _ in range(replicas)]
+    live_diff = _LiveDiff(progress, compare)
     launcher = _Launcher()
     workdirs = []
     for i in range(replicas):
@@ -743,8 +820,10 @@ def run_replicas(
     try:
         while wait(futures, timeout=0.1).not_done:  # returns as soon as the last one ends
             if on_tick is not None:
+                live_diff.update()
                 on_tick(progress)
         if on_tick is not None:
+            live_diff.update()
             on_tick(progress)
         return [f.result() for f in futures]
     except BaseException:
@@ -856,7 +935,8 @@ def check_command(
     started = time.monotonic()
     prepared = _Prepared(make_figure)
     outcomes = run_replicas(
-        argv, replicas, out_dir, parallel=parallel, metrics_file=metrics_file, on_tick=on_tick
+        argv, replicas, out_dir, parallel=parallel, metrics_file=metrics_file, on_tick=on_tick,
+        compare=compare,
     )
     return finish(
         outcomes, compare, atol, rtol, out_dir, argv, started, make_figure, prepared.env()

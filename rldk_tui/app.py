@@ -69,6 +69,10 @@ class RldkApp(App[str | None]):
     def live(self) -> LiveView:
         return self.query_one(LiveView)
 
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id == "live":
+            self.live.refresh_view(force=True)  # it drew nothing while hidden
+
     def on_live_view_run_state_changed(self, event: LiveView.RunStateChanged) -> None:
         self.refresh_bindings()  # greys the kill key out once nothing runs
 

@@ -42,7 +42,7 @@ def fail(message: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from rldk_tui.app import AppConfig, RldkApp
-    from rldk_tui.rundir import default_run_dir
+    from rldk_tui.rundir import default_run_dir, run_dir_problem
 
     if args.command == "run":
         cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
@@ -60,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
                            rules=args.rules)
     elif args.command == "watch":
         run_dir = Path(args.run_dir)
-        if not run_dir.is_dir():
-            return fail(f"{run_dir}: not a run directory (no such folder)")
+        problem = run_dir_problem(run_dir)
+        if problem:
+            return fail(problem)
         config = AppConfig(run_dir=run_dir)
     elif args.command == "scan":
         missing = [p for p in args.paths if not Path(p).exists()]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -92,14 +93,45 @@ class MetricSeries:
         self.points = deque(maxlen=self.history)
 
     def add(self, value: float) -> None:
-        self.current = value
-        self.count += 1
-        if math.isfinite(value):  # Sparkline raises on NaN/inf: keep them out of the points
-            self.points.append(value)
-            if value < self.low:
-                self.low = value
-            if value > self.high:
-                self.high = value
+        self.extend([value])
+
+    def extend(self, values: list[float]) -> None:
+        """A chunk's values in order: C-level passes, no Python call per value."""
+        if not values:
+            return
+        self.current = values[-1]
+        self.count += len(values)
+        # Sparkline raises on NaN/inf: keep them out of the points (x - x is 0 only if finite).
+        finite = [v for v in values if v - v == 0.0]
+        if finite:
+            self.points.extend(finite[-self.history:])
+            self.low = min(self.low, min(finite))
+            self.high = max(self.high, max(finite))
+
+
+def to_floats(values: list) -> list[float]:
+    """float() accepts every number and the strings "NaN"/"Infinity"; anything else
+    (null, a nested object) is NaN, one value at a time."""
+    try:
+        return list(map(float, values))
+    except (TypeError, ValueError):
+        return [to_float(value) for value in values]
+
+
+def parse_rows(lines: list[bytes]) -> tuple[list[dict], int]:
+    """(the JSON-object rows, how many lines were not one). One orjson call for a clean
+    chunk; line by line only when the chunk holds a bad line."""
+    try:
+        rows = orjson.loads(b"[" + b",".join(lines) + b"]")
+    except orjson.JSONDecodeError:
+        rows = []
+        for line in lines:
+            try:
+                rows.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                continue
+    good = [row for row in rows if type(row) is dict]
+    return good, len(lines) - len(good)
 
 
 @dataclass(frozen=True)
@@ -146,31 +178,30 @@ class LiveState:
     def add_rows(self, lines: list[bytes]) -> None:
         if not lines:
             return
+        # Parse and split into columns outside the lock: the UI tick never waits on it.
+        rows, bad = parse_rows(lines)
+        keys: dict[str, None] = {}
+        for row in rows:
+            keys.update(dict.fromkeys(row))
+        columns = {key: to_floats([row[key] for row in rows if key in row])
+                   for key in keys if key != "step" and key != "time"}
+        last_step = next((row["step"] for row in reversed(rows)
+                          if type(row.get("step")) is int), None)
+        tail = rows[-(self.row_times.maxlen or 1):]  # steps/s looks at recent rows only
+        stamps = [(offset, row.get("time")) for offset, row in enumerate(tail, len(rows) - len(tail) + 1)]
         with self._lock:
-            series = self.series
-            for line in lines:
-                try:
-                    row = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    self.bad_lines += 1
-                    continue
-                if not isinstance(row, dict):
-                    self.bad_lines += 1
-                    continue
-                for key, value in row.items():
-                    if key == "step" or key == "time":
-                        continue
-                    target = series.get(key)
-                    if target is None:
-                        target = series[key] = MetricSeries(self.history)
-                    target.add(to_float(value))
-                self.rows += 1
-                step = row.get("step")
-                if isinstance(step, int):
-                    self.last_step = step
-                stamp = row.get("time")
-                if isinstance(stamp, (int, float)):
-                    self.row_times.append((self.rows, float(stamp)))
+            for key, values in columns.items():
+                target = self.series.get(key)
+                if target is None:
+                    target = self.series[key] = MetricSeries(self.history)
+                target.extend(values)
+            base = self.rows
+            self.rows += len(rows)
+            self.bad_lines += bad
+            if last_step is not None:
+                self.last_step = last_step
+            self.row_times.extend((base + offset, float(stamp)) for offset, stamp in stamps
+                                  if type(stamp) in (int, float))
             self.version += 1
 
     def add_alerts(self, lines: list[bytes]) -> None:
@@ -199,6 +230,11 @@ class LiveState:
         with self._lock:
             self._new_log.extend(line.decode("utf-8", "replace").rstrip("\r") for line in lines)
             self.version += 1
+
+    def status_copy(self) -> dict:
+        """The status alone, without draining the new alerts/log (a hidden tab's tick)."""
+        with self._lock:
+            return dict(self.status)
 
     def set_status(self, status: dict) -> None:
         with self._lock:
@@ -264,7 +300,7 @@ class RunDirTailer:
         self.run = LineTail(self.run_dir / RUN_FILE)
         self.alerts = LineTail(self.run_dir / ALERTS_FILE)
         self.log = LineTail(self.run_dir / LOG_FILE)
-        self._status_mtime: float | None = None
+        self._status_mtime: tuple | None = None
 
     def poll(self) -> bool:
         """One pass over every file; True when something new was read (poll again soon)."""
@@ -279,9 +315,11 @@ class RunDirTailer:
 
     def _poll_status(self) -> None:
         try:
-            mtime = (self.run_dir / STATUS_FILE).stat().st_mtime_ns
+            info = (self.run_dir / STATUS_FILE).stat()
         except OSError:
             return
+        # The monitor replaces the file (new inode); mtime alone can repeat within a tick.
+        mtime = (info.st_mtime_ns, info.st_ino, info.st_size)
         if mtime != self._status_mtime:
             status = read_status(self.run_dir)
             if status:
@@ -368,3 +406,61 @@ def describe_state(status: dict) -> str:
 
 def is_active(status: dict) -> bool:
     return status.get("state") in ACTIVE_STATES
+
+
+RUN_DIR_FILES = (STATUS_FILE, RUN_FILE, ALERTS_FILE, LOG_FILE)
+
+
+def run_dir_problem(path: Path) -> str | None:
+    """Why `path` cannot be watched (one line), or None when it looks like a run dir."""
+    if not path.exists():
+        return f"{path}: not a run directory (no such folder)"
+    if not path.is_dir():
+        return f"{path}: not a run directory (a file, not a folder)"
+    if not any((path / name).exists() for name in RUN_DIR_FILES):
+        return (f"{path}: not a run directory (no {STATUS_FILE} or {RUN_FILE}; "
+                "start one with rldk-engine monitor --run-dir)")
+    return None
+
+
+def pid_alive(pid: object) -> bool | None:
+    """Is the process there? None when unknown (no pid). A zombie counts as gone."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: it exists
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): kill(0) succeeding is the best we know
+
+
+def exit_description(returncode: int | None) -> str:
+    if returncode is None:
+        return "gone"
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with code {returncode}"
+
+
+def supervisor_gone_text(status: dict, how: str) -> str:
+    """Header words when the monitor died without writing a final state."""
+    pid = status.get("monitor_pid")
+    who = f"monitor pid {pid}" if pid else "monitor"
+    return f"supervisor gone ({who} {how}): trainer state unknown, not guarded"
+
+
+def monitor_errors_text(status: dict) -> str | None:
+    """The monitor's own problems (status.json "errors"), newest first, on one line."""
+    errors = [str(e) for e in status.get("errors") or [] if str(e).strip()]
+    if not errors:
+        return None
+    more = f"  (+{len(errors) - 1} more in status.json)" if len(errors) > 1 else ""
+    return f"monitor error: {errors[-1]}{more}"

@@ -7,6 +7,7 @@ so `rldk-tui watch` can be shown and tested without a trainer.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import orjson
@@ -33,7 +34,8 @@ def sample_row(step: int, runaway_from: int | None = None) -> dict:
 
 def sample_status(run_dir: Path, state: str, steps: int, **extra) -> dict:
     status = {
-        "monitor_pid": 4242, "child_pid": 4243, "pgid": 4243,
+        # This process stands in for the monitor: a pid that is alive while the test runs.
+        "monitor_pid": os.getpid(), "child_pid": 4243, "pgid": 4243,
         "cmd": ["python", "train.py", "--lr", "3e-4"], "run_dir": str(run_dir),
         "preset": "ppo", "started": T0, "updated": T0 + steps * 0.5, "state": state,
         "stop_reason": None, "stop_rule": None, "stop_step": None, "exit_code": None,

@@ -340,3 +340,57 @@ def test_cli_runs_a_command_with_plain_progress(tmp_path: Path) -> None:
     assert result.exit_code == 1, result.output
     assert "replica 1: done, 4 steps, exit 0" in result.output
     assert "culprits: reward_mean" in result.output
+
+
+# ---------------------------------------------------------------- live progress
+
+
+def test_live_progress_reports_latest_values_and_max_diff_so_far(tmp_path: Path) -> None:
+    ticks: list[list[tuple[dict, float | None]]] = []
+
+    def on_tick(progress) -> None:
+        ticks.append([(dict(p.latest), p.max_diff) for p in progress])
+
+    for mode, compare in (("nondet", ["reward_mean"]), ("deterministic", ["kl", "reward_mean"])):
+        ticks.clear()
+        result = check_command(f"{PY} {SIM} --mode {mode} --steps 15 --sleep 0",
+                               compare=compare, replicas=2, out_dir=tmp_path / mode,
+                               on_tick=on_tick, make_figure=False)
+        final = ticks[-1]
+        card_diff = max(result.card["max_abs_diff"][m] for m in result.card["compare"])
+        for latest, max_diff in final:
+            assert {"kl", "reward_mean", "entropy"} <= latest.keys()
+            assert all(isinstance(v, float) for v in latest.values())
+            # Once every replica ended, every shared step counts: the card's figure.
+            assert max_diff == pytest.approx(card_diff, abs=1e-12)
+        assert (final[0][1] > 1e-6) is (mode == "nondet")
+        # The replicas print the same last step: their latest kl is the same number.
+        assert final[0][0]["kl"] == final[1][0]["kl"]
+
+
+def test_live_diff_counts_a_step_only_once_every_replica_passed_it() -> None:
+    from rldk_engine.determinism import ReplicaProgress, _LiveDiff
+    from rldk_engine.parse import Record
+
+    progress = [ReplicaProgress(state="running") for _ in range(3)]
+    live = _LiveDiff(progress, ["objective/kl"])  # canonicalised: kl
+    for i, p in enumerate(progress):
+        p.observe(Record(0, {"kl": 0.1, "loss": float(i)}))
+    live.update()
+    assert [p.max_diff for p in progress] == [None, None, None]  # step 0 may still grow
+    progress[0].observe(Record(1, {"kl": 0.5}))
+    progress[1].observe(Record(1, {"kl": 0.1}))
+    progress[2].observe(Record(1, {"kl": 0.1}))
+    live.update()
+    assert [p.max_diff for p in progress] == [0.0, 0.0, 0.0]  # step 0 agreed; loss not compared
+    for p in progress:
+        p.state = "done"
+    live.update()
+    assert [p.max_diff for p in progress] == pytest.approx([0.4] * 3)
+    progress[0].observe(Record(2, {"kl": math.nan}))
+    progress[1].observe(Record(2, {"kl": math.nan}))
+    progress[2].observe(Record(2, {"kl": 0.1}))
+    live.update()
+    assert progress[0].max_diff == math.inf  # NaN against a number: a mismatch
+    assert math.isnan(progress[0].latest["kl"]) and progress[0].latest["loss"] == 0.0
+    assert all(p.feed == [] for p in progress) and live.pending == {}

@@ -102,3 +102,21 @@ def test_describe_state_words():
     assert rundir.describe_state({"state": "stopped", "stop_reason": "user"}) == "stopped by user"
     assert rundir.describe_state({}) == "waiting for monitor"
     assert rundir.is_active({"state": "running"})
+
+
+def test_a_chunk_with_odd_values_keeps_every_row_and_only_finite_points():
+    import math
+
+    from rldk_tui.rundir import LiveState
+
+    state = LiveState(history=4)
+    lines = [b'{"step": 1, "kl": 0.1, "time": 10.0}', b'{"step": 2, "kl": "NaN"}',
+             b'{"step": 3, "kl": null, "x": {"nested": 1}}', b'{"step": 4, "kl": 7, "time": 12.0}',
+             b'{"step": 5, "kl": "Infinity"}', b'{"step": 6, "kl": -2.5}', b'[1]', b'{"kl"']
+    state.add_rows(lines)
+    kl = state.series["kl"]
+    assert state.rows == 6 and state.bad_lines == 2 and state.last_step == 6
+    assert kl.count == 6 and kl.current == -2.5 and (kl.low, kl.high) == (-2.5, 7.0)
+    assert list(kl.points) == [0.1, 7.0, -2.5]  # NaN, null and inf never reach a Sparkline
+    assert math.isnan(state.series["x"].current)
+    assert state.steps_per_s() == (4 - 1) / (12.0 - 10.0)  # rows 1..4 over 2 s

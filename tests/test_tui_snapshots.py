@@ -13,6 +13,7 @@ from textual.widgets import Input
 from rldk_tui.app import AppConfig, RldkApp
 from rldk_tui.sample import T0, write_sample_run_dir
 from rldk_tui.widgets.determinism_view import DeterminismView, ReplicaRow
+from rldk_tui.widgets.health_bars import HealthBars
 from rldk_tui.widgets.scan_view import ScanView
 from rldk_tui.widgets.window_plot import WindowPlot
 
@@ -88,8 +89,9 @@ def test_scan_tab_snapshot(snap_compare):
         view = pilot.app.query_one(ScanView)
         view.show_report(SCAN_REPORT)  # highlights the first anomaly, which loads the plot
         plot = pilot.app.query_one(WindowPlot)
-        for _ in range(100):
-            if plot._series[0]:
+        bars = pilot.app.query_one(HealthBars)  # analysed from the same file, in a worker
+        for _ in range(200):
+            if plot._series[0] and bars.components is not None:
                 break
             await pilot.pause(0.05)
         await pilot.pause(0.1)

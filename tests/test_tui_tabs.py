@@ -11,6 +11,7 @@ from textual.widgets import DataTable, Input, Static
 from rldk_tui.app import AppConfig, RldkApp
 from rldk_tui.screens import HelpScreen
 from rldk_tui.widgets.determinism_view import DeterminismView
+from rldk_tui.widgets.health_bars import HealthBars, all_components, bars_text
 from rldk_tui.widgets.scan_view import ScanView
 from rldk_tui.widgets.window_plot import WindowPlot, plot_text
 
@@ -54,6 +55,53 @@ async def test_scan_tab_lists_runs_anomalies_and_plots_the_window(real_grpo_log)
         assert plot._window == (first["start_step"], first["end_step"])
         assert first["metric"] in plot.border_title
 
+        # The selected run's component health, from the engine's analysis of the same file.
+        from rldk_engine.analyze import analyze_run, component_bars
+        from rldk_engine.readers import read_run
+
+        bars = app.query_one(HealthBars)
+        await wait_for(pilot, lambda: bars.components is not None)
+        engine = component_bars(analyze_run(read_run(real_grpo_log)))
+        assert list(bars.components) == all_components(engine)
+        shown = str(bars.render())
+        for _name, health in bars.components:
+            assert (f"{health:.2f}" if health is not None else "n/a") in shown
+        assert len(engine) < 5 and "n/a" in shown  # a GRPO log has no value-head grads etc.
+
+
+async def test_health_bars_follow_the_selected_run_and_say_why_not(tmp_path):
+    good = tmp_path / "good.jsonl"
+    good.write_text("".join(f'{{"step": {s}, "kl": 0.05, "reward_mean": {s / 100}}}\n'
+                            for s in range(60)))
+    report = {"runs": [
+        {"run_id": "good", "source": str(good), "format": "jsonl", "n_steps": 60,
+         "anomalies": [], "health": {"overall": 1.0}},
+        {"run_id": "gone", "source": str(tmp_path / "gone.jsonl"), "format": "jsonl",
+         "n_steps": 0, "anomalies": [], "health": {"overall": 1.0}},
+    ]}
+    app = RldkApp(AppConfig(initial_tab="scan", gpu=False))
+    async with app.run_test(size=(80, 24)) as pilot:
+        view = app.query_one(ScanView)
+        view.show_report(report)
+        bars = app.query_one(HealthBars)
+        await wait_for(pilot, lambda: bars.components is not None)
+        assert [name for name, h in bars.components if h is not None] == ["kl", "reward"]
+        await pilot.press("down")  # the runs table has the focus
+        await wait_for(pilot, lambda: bars.components is None and "no analysis" in bars.message)
+        assert "gone.jsonl" in bars.message
+        await pilot.press("up")  # cached: shown at once, no second analysis
+        assert bars.components is not None and view.selected_run == 0
+
+
+def test_bars_text_marks_absent_components_na():
+    text = bars_text(all_components([("kl", 0.9), ("reward", 0.4)]), width=10)
+    lines = text.plain.splitlines()
+    assert [line.split()[0] for line in lines] == ["KL", "gradients", "advantages", "reward",
+                                                   "length"]
+    assert lines[0].count("█") == 9 and lines[0].endswith("0.90")
+    assert lines[3].count("█") == 4 and lines[3].endswith("0.40")
+    assert lines[1].endswith("n/a") and lines[2].endswith("n/a") and lines[4].endswith("n/a")
+
 
 def test_plot_marks_the_window_columns():
     text = plot_text(list(range(10)), [0, 1, 2, 3, 4, 5, 6, 7, 8, float("nan")], (4, 6), 10, 2)
@@ -65,7 +113,7 @@ def test_plot_marks_the_window_columns():
 
 async def test_determinism_tab_runs_replicas_and_shows_the_verdict(tmp_path):
     sim = ROOT / "demos" / "determinism_sim.py"
-    command = f"{sys.executable} {sim} --mode nondet --steps 30"
+    command = f"{sys.executable} {sim} --mode nondet --steps 30 --sleep 0.02"
     app = RldkApp(AppConfig(initial_tab="determinism", gpu=False,
                             determinism=(command, 2, "kl,reward_mean", str(tmp_path / "det"))))
     finished = []
@@ -73,10 +121,21 @@ async def test_determinism_tab_runs_replicas_and_shows_the_verdict(tmp_path):
         view = app.query_one(DeterminismView)
         assert app.query_one("#det-cmd", Input).value == command
         view.start()
-        await wait_for(pilot, lambda: not view.running, 60)
         table = app.query_one("#det-replicas-table", DataTable)
+        live_rows = []  # rows seen while a replica was still running
+        for _ in range(1200):
+            if not view.running:
+                break
+            rows = [table.get_row_at(i) for i in range(table.row_count)]
+            live_rows += [row for row in rows if row[1] == "running"]
+            await pilot.pause(0.05)
+        assert not view.running
+        assert any(row[4] != "--" and "kl=" in row[4] for row in live_rows)
+        assert any(row[5] != "--" for row in live_rows)  # max diff so far, mid-run
         assert table.row_count == 2
         assert [table.get_row_at(i)[2] for i in range(2)] == ["30", "30"]
+        assert float(table.get_row_at(0)[5]) > 1e-6  # nondet: reward_mean differs
+        assert table.get_row_at(0)[4].startswith("kl=")
         card = str(app.query_one("#det-card", Static).render())
         finished.append(card)
     assert finished[0].startswith("FAILED")

@@ -15,6 +15,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
+from textual.widget import Widget
 from textual.widgets import Label, Switch
 from textual.worker import get_current_worker
 
@@ -22,11 +23,19 @@ from rldk_tui import rundir
 from rldk_tui.widgets.alerts_table import AlertsTable
 from rldk_tui.widgets.gpu_strip import GpuStrip
 from rldk_tui.widgets.metric_grid import MetricGrid
+from rldk_tui.widgets.monitor_errors import MonitorErrors
 from rldk_tui.widgets.run_header import RunHeader
 from rldk_tui.widgets.stop_banner import StopBanner
 from rldk_tui.widgets.trainer_log import TrainerLog
 
 MONITOR_GRACE_S = 1.5  # a monitor that exited this long ago without a final status failed
+
+
+def gone_banner(status: dict) -> str:
+    pgid = status.get("pgid")
+    how_to = f"; to stop it: kill -- -{pgid}" if pgid else ""
+    return (f"SUPERVISOR GONE: the trainer (pid {status.get('child_pid', '?')}) may still run, "
+            f"unguarded, and rldk-tui cannot stop it{how_to}")
 
 
 def header_state(status: dict) -> tuple[str, str]:
@@ -73,6 +82,7 @@ class LiveView(Vertical):
         self._active = False
         self._status: dict = {}
         self._monitor_exit_seen: float | None = None
+        self._gone_shown: str | None = None
         self._auto_stop_sent: tuple[bool, float] | None = None
         # The monitor ignores control lines written before it started: hold them until
         # its first status.json shows it is up.
@@ -82,6 +92,7 @@ class LiveView(Vertical):
         yield RunHeader(id="run-header")
         yield GpuStrip(enabled=self.gpu, id="gpu-strip")
         yield StopBanner(id="stop-banner")
+        yield MonitorErrors(id="monitor-errors")
         yield MetricGrid(id="metric-grid")
         with Horizontal(id="live-bottom"):
             yield AlertsTable(id="alerts")
@@ -93,6 +104,7 @@ class LiveView(Vertical):
 
     def on_mount(self) -> None:
         self.query_one(StopBanner).display = False
+        self.query_one(MonitorErrors).display = False
         self.query_one(AlertsTable).border_title = "alerts"
         self.query_one(TrainerLog).border_title = "trainer output"
         if self.run_dir is None:
@@ -120,57 +132,92 @@ class LiveView(Vertical):
             time.sleep(max(0.002, time.perf_counter() - started) if busy else 0.05)
 
     # -- down: push a snapshot into the widgets --------------------------------------------
-    def refresh_view(self) -> None:
+    def _is_shown(self) -> bool:
+        """False while another tab is active (its TabPane has display: none)."""
+        return all(node.display for node in self.ancestors_with_self if isinstance(node, Widget))
+
+    def refresh_view(self, force: bool = False) -> None:
+        """The ~10 Hz tick. Hidden: only the run state (kill key, held commands) is kept
+        current, nothing is drawn and new alerts/log lines wait, bounded, in the state.
+        `force` (tab activation) redraws everything at once."""
+        if self.run_dir is None or not self.is_mounted:
+            return
+        if not force and not self._is_shown():
+            status = self.state.status_copy()
+            self._track_run(status, self._supervisor_gone(status))
+            return
         snap = self.state.snapshot()
         status = snap.status
+        gone = self._supervisor_gone(status)
         header = self.query_one(RunHeader)
-        self._show_elapsed(header, status)
-        if snap.version == self._last_version and not self._monitor_died(status):
+        self._show_elapsed(header, status, gone)
+        if snap.version == self._last_version and gone == self._gone_shown and not force:
+            self._track_run(status, gone)
             return
-        self._last_version = snap.version
+        self._last_version, self._gone_shown = snap.version, gone
         if status.get("cmd"):
             header.command = " ".join(map(str, status["cmd"]))
         header.pid = status.get("child_pid")
         header.step = snap.last_step
         header.steps_per_s = snap.steps_per_s
+        header.skipped = snap.bad_lines
         header.state_text, header.state_kind = header_state(status)
-        if self._monitor_died(status):
-            code = self.monitor.returncode if self.monitor else None
-            header.state_text = f"monitor exited with code {code} (see supervisor.log)"
-            header.state_kind = "alert"
+        if gone:
+            header.state_text, header.state_kind = rundir.supervisor_gone_text(status, gone), "alert"
         self.rows_shown = snap.rows
         self.query_one(MetricGrid).show(snap.panes)
         self.query_one(AlertsTable).add_alerts(snap.new_alerts)
         self.query_one(TrainerLog).add_lines(snap.new_log_lines)
-        self.query_one(StopBanner).show(status)
-        if status and self._pending_control:
+        self.query_one(StopBanner).show(status, gone_banner(status) if gone else None)
+        self.query_one(MonitorErrors).show(status)
+        self._track_run(status, gone)
+
+    def _track_run(self, status: dict, gone: str | None) -> None:
+        """Run state for the bindings, and commands held until the monitor is up."""
+        if status and self._pending_control and not gone:
             for message in self._pending_control:
                 rundir.send_control(self.run_dir, message)
             self._pending_control.clear()
         self._sync_switch(status)
-        active = rundir.is_active(status) or (not status and self._monitor_alive())
+        # A dead supervisor cannot act on a stop: nothing the app may do runs any more.
+        active = (rundir.is_active(status) or (not status and self._monitor_alive())) \
+            and not gone
         if active != self._active or status != self._status:
             self._active, self._status = active, status
             self.post_message(self.RunStateChanged(active, status))
 
-    def _show_elapsed(self, header: RunHeader, status: dict) -> None:
+    def _show_elapsed(self, header: RunHeader, status: dict, gone: str | None) -> None:
         started = status.get("started")
         if not isinstance(started, (int, float)):
             return
-        end = self.clock() if rundir.is_active(status) else status.get("updated", started)
+        ticking = rundir.is_active(status) and not gone
+        end = self.clock() if ticking else status.get("updated", started)
         header.elapsed = float(end) - float(started)
 
     def _monitor_alive(self) -> bool:
         return self.monitor is not None and self.monitor.poll() is None
 
-    def _monitor_died(self, status: dict) -> bool:
-        if self.monitor is None or self.monitor.poll() is None:
-            return False
-        if status and not rundir.is_active(status):
-            return False
+    def _supervisor_gone(self, status: dict) -> str | None:
+        """How the supervisor died (e.g. 'killed by SIGKILL') when it is gone without a
+        final status; None while it runs or once it wrote how the run ended. Its own
+        child (`run`): the exit code; another's (`watch`): status.json's monitor_pid."""
+        if self.monitor is not None:
+            code = self.monitor.poll()
+            dead = code is not None and (not status or rundir.is_active(status))
+            how = rundir.exit_description(code)
+        else:
+            dead = rundir.is_active(status) and \
+                rundir.pid_alive(status.get("monitor_pid")) is False
+            how = "is not running"
+        if not dead:
+            self._monitor_exit_seen = None
+            return None
+        # A monitor that just wrote its final status.json may exit before we read it.
         if self._monitor_exit_seen is None:
             self._monitor_exit_seen = time.monotonic()
-        return time.monotonic() - self._monitor_exit_seen > MONITOR_GRACE_S
+        if time.monotonic() - self._monitor_exit_seen <= MONITOR_GRACE_S:
+            return None
+        return how
 
     def _sync_switch(self, status: dict) -> None:
         wanted = status.get("auto_stop")

@@ -45,7 +45,10 @@ class MetricPane(Vertical):
             return
         points, current, low, high, alerting = self._data
         # Points are finite by construction (LiveState filters them): Sparkline raises on NaN.
-        self.query_one(Sparkline).data = list(points)
+        # At most one point per column: more only costs render time, never resolution.
+        sparkline = self.query_one(Sparkline)
+        width = sparkline.size.width or len(points)
+        sparkline.data = list(points[-width:])
         span = "" if not math.isfinite(low) else f"  ▼{format_value(low, 3)} ▲{format_value(high, 3)}"
         title = self.metric + (f"  ⚠ {', '.join(alerting)}" if alerting else "")
         # Fixed-size lines (see app.tcss): layout=False skips a whole-screen reflow per tick.

@@ -26,6 +26,7 @@ class RunHeader(Static):
     step: reactive[int | None] = reactive(None)
     state_text: reactive[str] = reactive("waiting for monitor")
     state_kind: reactive[str] = reactive("idle")  # running | alert | done | idle
+    skipped: reactive[int] = reactive(0)  # run.jsonl lines that were not a JSON object
 
     def render(self) -> Text:
         rate = "--" if self.steps_per_s is None else f"{self.steps_per_s:,.1f}"
@@ -45,6 +46,8 @@ class RunHeader(Static):
             ("   step ", "dim"), step,
             ("   steps/s ", "dim"), rate,
         )
+        if self.skipped:
+            line2.append(f"   skipped {self.skipped} bad line(s)", style="yellow")
         text = Text("\n").join([line1, line2])
         text.no_wrap, text.overflow = True, "ellipsis"  # a long command must not hide the state
         return text

@@ -8,6 +8,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Button, DataTable, Input, Label, ProgressBar
 
+from rldk_tui.widgets.health_bars import HealthBars
 from rldk_tui.widgets.window_plot import WindowPlot
 
 
@@ -41,6 +42,14 @@ def scan(paths: list[str], preset: str = "auto", progress=None) -> dict:
     return scan_paths(paths, preset=preset, jobs=1, progress=progress)
 
 
+def component_health(source: str, preset: str = "auto") -> list[tuple[str, float]]:
+    """(component, health) of the run's available components (rldk_engine.analyze)."""
+    from rldk_engine.analyze import analyze_run, component_bars
+    from rldk_engine.readers import read_run
+
+    return component_bars(analyze_run(read_run(source), preset=preset))
+
+
 def load_series(source: str, metric: str) -> tuple[list[int], list[float]]:
     from rldk_engine.readers import read_run
 
@@ -64,6 +73,9 @@ class ScanView(Vertical):
         self.preset = preset
         self.autostart = autostart
         self.report: dict | None = None
+        self.selected_run: int | None = None
+        self._health: dict[int, list[tuple[str, float]]] = {}  # per run index, this report
+        self._report_id = 0  # a result from an older report's worker is dropped
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="scan-inputs"):
@@ -72,9 +84,13 @@ class ScanView(Vertical):
             yield Button("Scan", id="scan-go", variant="primary")
         yield ProgressBar(total=None, show_eta=False, id="scan-progress")
         yield Label("", id="scan-message")
-        runs = DataTable(id="scan-runs", cursor_type="row", zebra_stripes=True)
-        runs.border_title = "runs"
-        yield runs
+        with Horizontal(id="scan-top"):
+            runs = DataTable(id="scan-runs", cursor_type="row", zebra_stripes=True)
+            runs.border_title = "runs"
+            yield runs
+            bars = HealthBars(id="scan-health")
+            bars.border_title = "component health"
+            yield bars
         anomalies = DataTable(id="scan-anomalies", cursor_type="row", zebra_stripes=True)
         anomalies.border_title = "anomalies of the selected run"
         yield anomalies
@@ -129,6 +145,9 @@ class ScanView(Vertical):
     def show_report(self, report: dict) -> None:
         """Also the entry point for tests and snapshots (inject a report, no scan)."""
         self.report = report
+        self.selected_run = None
+        self._health.clear()
+        self._report_id += 1
         self.query_one("#scan-progress").display = False
         runs = report.get("runs", [])
         errors = sum(len(r.get("errors", [])) for r in runs)
@@ -156,8 +175,41 @@ class ScanView(Vertical):
         table = self.query_one("#scan-anomalies", DataTable)
         table.clear()
         run = self.report["runs"][run_index]
+        self.select_health(run_index)
         for index, anomaly in enumerate(run.get("anomalies", [])):
             table.add_row(*anomaly_row(anomaly), key=f"{run_index}:{index}")
+
+    # -- component health of the selected run, analysed lazily (once per run) -------------
+    def select_health(self, run_index: int) -> None:
+        self.selected_run = run_index
+        bars = self.query_one(HealthBars)
+        if run_index in self._health:
+            bars.show(self._health[run_index])
+            return
+        bars.show_message("analysing …")
+        self.load_health((self._report_id, run_index),
+                         self.report["runs"][run_index].get("source", ""))
+
+    @work(thread=True, exclusive=True, group="scan-health")
+    def load_health(self, key: tuple[int, int], source: str) -> None:
+        try:
+            bars = component_health(source, self.preset)
+        except Exception as error:  # noqa: BLE001 - one line in the pane, never a traceback
+            self.app.call_from_thread(self._health_failed, key, f"{error}")
+            return
+        self.app.call_from_thread(self._health_loaded, key, bars)
+
+    def _health_loaded(self, key: tuple[int, int], bars: list[tuple[str, float]]) -> None:
+        report_id, run_index = key
+        if report_id != self._report_id:
+            return
+        self._health[run_index] = bars
+        if run_index == self.selected_run:  # the user may have moved on meanwhile
+            self.query_one(HealthBars).show(bars)
+
+    def _health_failed(self, key: tuple[int, int], message: str) -> None:
+        if key == (self._report_id, self.selected_run):
+            self.query_one(HealthBars).show_message(f"no analysis: {message}")
 
     def plot_anomaly(self, run_index: int, anomaly_index: int) -> None:
         run = self.report["runs"][run_index]

@@ -25,12 +25,14 @@ def banner_text(status: dict) -> str | None:
 class StopBanner(Static):
     _shown: str | None = None
 
-    def show(self, status: dict) -> None:
-        text = banner_text(status)
+    def show(self, status: dict, override: str | None = None) -> None:
+        """`override`: words the status cannot say (the supervisor died without one)."""
+        text = override or banner_text(status)
         if text == self._shown:
             return  # called ~10x/s: touch nothing (no reflow) unless the words change
         self._shown = text
         self.display = text is not None
         if text is not None:
             self.update(text)
-            self.set_class(status.get("stop_reason") == "guardrail", "-guardrail")
+            self.set_class(override is not None or status.get("stop_reason") == "guardrail",
+                           "-guardrail")
