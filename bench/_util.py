@@ -20,7 +20,11 @@ def best_of(fn, repeat: int = 3) -> float:
 
 def child_peak_rss_mb(code: str) -> tuple[float, dict]:
     """Run `code` in a fresh interpreter; it prints one JSON object. Returns (peak MB, object)."""
-    wrapper = code + "\nimport resource as _r, json as _j\nprint('PEAK', _r.getrusage(_r.RUSAGE_SELF).ru_maxrss)\n"
+    # VmHWM, not ru_maxrss: Linux carries the parent's peak at fork into the child's ru_maxrss
+    wrapper = code + (
+        "\nwith open('/proc/self/status') as _f:\n"
+        "    print('PEAK', next(l.split()[1] for l in _f if l.startswith('VmHWM:')))\n"
+    )
     out = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, check=True).stdout
     peak_kb = next(int(line.split()[1]) for line in out.splitlines() if line.startswith("PEAK"))
     payload = next((json.loads(line) for line in out.splitlines() if line.startswith("{")), {})

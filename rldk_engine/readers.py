@@ -205,29 +205,68 @@ def _iter_lines(path: str, builder: ColumnBuilder) -> Iterator[tuple[int, bytes]
             builder.skip(f"line {number + 1}: gzip stream ends early ({exc}); read {number} lines")
 
 
+_JSONL_CHUNK_BYTES = 1 << 18  # bytes of lines parsed per orjson call (cache-sized)
+_GZIP_CHUNK_LINES = 2048
+
+
+def _line_chunks(handle) -> Iterator[list[bytes]]:
+    """Lists of raw lines. Plain files: `readlines(hint)`. gzip: line by line, so that a
+    stream cut short still hands over every line before the cut, then raises."""
+    if not isinstance(handle, gzip.GzipFile):
+        while lines := handle.readlines(_JSONL_CHUNK_BYTES):
+            yield lines
+        return
+    chunk: list[bytes] = []
+    try:
+        for line in handle:
+            chunk.append(line)
+            if len(chunk) >= _GZIP_CHUNK_LINES:
+                yield chunk
+                chunk = []
+    except (EOFError, zlib.error, gzip.BadGzipFile):
+        if chunk:
+            yield chunk
+        raise
+    if chunk:
+        yield chunk
+
+
 def _read_jsonl(path: str, builder: ColumnBuilder) -> None:
-    # The hot loop of offline ingest: kept flat (no per-line helper calls) on purpose.
+    # The hot path of offline ingest: one orjson call per chunk of lines;
+    # a chunk holding anything unusual (a bad line, NaN tokens, a non-object) is redone
+    # line by line, with line numbers, by `_json_rows`.
     loads = orjson.loads
-    append = builder.pending.append
-    flush_if_full = builder.flush_if_full
-    number = 0
+    done = 0  # lines of the chunks handed over so far
     with open_binary(path) as handle:
         try:
-            for number, raw in enumerate(handle, 1):
+            for lines in _line_chunks(handle):
                 try:
-                    row = loads(raw)
+                    # the chunk as one JSON array: one parser call; a chunk whose lines do
+                    # not each hold exactly one object fails these checks and goes slowly
+                    rows = loads(b"[" + b",".join(lines) + b"]")
+                    clean = len(rows) == len(lines) and set(map(type, rows)) == {dict}
                 except orjson.JSONDecodeError:
-                    row = _lenient_json_line(raw, number, builder)
-                    if row is None:
-                        continue
-                if type(row) is not dict:
-                    builder.skip(f"line {number}: JSON {type(row).__name__}, not an object (skipped)")
-                    continue
-                append(row)  # {"step", "data": {...}} rows are flattened per chunk
-                if number & 1023 == 0:
-                    flush_if_full()
+                    clean = False
+                builder.extend(rows if clean else _json_rows(lines, done, builder))
+                done += len(lines)
         except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-            builder.skip(f"line {number + 1}: gzip stream ends early ({exc}); read {number} lines")
+            builder.skip(f"line {done + 1}: gzip stream ends early ({exc}); read {done} lines")
+
+
+def _json_rows(lines: list[bytes], done: int, builder: ColumnBuilder) -> list[dict]:
+    rows = []
+    for number, raw in enumerate(lines, done + 1):
+        try:
+            row = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            row = _lenient_json_line(raw, number, builder)
+            if row is None:
+                continue
+        if type(row) is dict:
+            rows.append(row)
+        else:
+            builder.skip(f"line {number}: JSON {type(row).__name__}, not an object (skipped)")
+    return rows
 
 
 def _lenient_json_line(raw: bytes, number: int, builder: ColumnBuilder) -> object | None:

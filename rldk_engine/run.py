@@ -101,12 +101,11 @@ class _Bucket:
 class ColumnBuilder:
     """Collects raw dict rows; converts them in chunks, grouped by key schema.
 
-    Per row only a list append happens in Python; schema grouping and float conversion
-    run over whole chunks through C-level `map`/numpy calls. Hot readers may append to
-    `pending` directly and call `flush_if_full()`.
+    Per row only a list append happens in Python (`extend` for a whole chunk); schema
+    grouping and float conversion run over whole chunks through C-level `map`/numpy calls.
     """
 
-    CHUNK_ROWS = 4096
+    CHUNK_ROWS = 2048
 
     def __init__(self) -> None:
         self._buckets: dict[tuple[str, ...], _Bucket] = {}
@@ -120,29 +119,20 @@ class ColumnBuilder:
         if len(self.pending) >= self.CHUNK_ROWS:
             self.flush()
 
-    def flush_if_full(self) -> None:
+    def extend(self, rows: list[dict]) -> None:
+        self.pending.extend(rows)
         if len(self.pending) >= self.CHUNK_ROWS:
             self.flush()
 
     def flush(self) -> None:
-        chunk = self.pending[:]
-        self.pending.clear()  # in place: readers hold a bound `pending.append`
+        chunk, self.pending = self.pending, []
         if not chunk:
             return
         start = self.n_rows
         self.n_rows += len(chunk)
-        schemas = list(map(tuple, chunk))
-        if any("data" in keys or "metrics" in keys for keys in set(schemas)):
-            chunk = list(map(flatten_json_row, chunk))
-            schemas = list(map(tuple, chunk))
-        if schemas.count(schemas[0]) == len(schemas):  # the usual case: one schema
-            groups = {schemas[0]: (range(start, start + len(chunk)), chunk)}
-        else:
-            groups = {}
-            for offset, (keys, row) in enumerate(zip(schemas, chunk)):
-                ids, rows = groups.setdefault(keys, ([], []))
-                ids.append(start + offset)
-                rows.append(row)
+        groups = _group_by_schema(chunk, start)
+        if any("data" in keys or "metrics" in keys for keys in groups):
+            groups = _group_by_schema(list(map(flatten_json_row, chunk)), start)
         for keys, (ids, rows) in groups.items():
             bucket = self._buckets.get(keys)
             if bucket is None:
@@ -201,6 +191,22 @@ class ColumnBuilder:
         )
 
 
+def _group_by_schema(chunk: list[dict], start: int) -> dict[tuple[str, ...], tuple]:
+    """{key schema: (global row ids, rows)} for one chunk."""
+    first = list(chunk[0])
+    # One schema for the whole chunk (the usual case), checked exactly and cheaply: the
+    # keys of all rows laid end to end equal the first row's keys repeated. Keys within a
+    # row are unique, so this holds only if every row has the same keys in the same order.
+    if list(chain.from_iterable(chunk)) == first * len(chunk):
+        return {tuple(first): (range(start, start + len(chunk)), chunk)}
+    groups: dict[tuple[str, ...], tuple[list[int], list[dict]]] = {}
+    for offset, row in enumerate(chunk):
+        ids, rows = groups.setdefault(tuple(row), ([], []))
+        ids.append(start + offset)
+        rows.append(row)
+    return groups
+
+
 def _to_matrix(rows: list[dict], width: int) -> tuple[np.ndarray, np.ndarray | None]:
     """Dict rows of one schema -> (float matrix, present mask or None when all present).
 
@@ -209,8 +215,8 @@ def _to_matrix(rows: list[dict], width: int) -> tuple[np.ndarray, np.ndarray | N
     """
     try:
         flat = np.fromiter(chain.from_iterable(map(dict.values, rows)), np.float64, count=len(rows) * width)
-        # stored column-major: one contiguous row per metric makes the final columns cheap
-        return flat.reshape(len(rows), width).T.copy(), None
+        # a (width, rows) view: the bucket copies each metric's row out once
+        return flat.reshape(len(rows), width).T, None
     except (ValueError, TypeError, OverflowError):
         pass
     rows = list(map(tuple, map(dict.values, rows)))

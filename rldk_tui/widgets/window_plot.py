@@ -55,7 +55,7 @@ def plot_text(steps: list[int], values: list[float], window: tuple[int, int] | N
 
 
 class WindowPlot(Widget):
-    DEFAULT_CSS = "WindowPlot { height: 6; }"
+    """A metric over steps with the anomaly window marked; styles live in app.tcss."""
 
     title: reactive[str] = reactive("")
 
