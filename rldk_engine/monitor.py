@@ -111,25 +111,32 @@ class ArtifactFile:
         self.pending.append(data)
 
     def flush(self) -> None:
-        if self.pending:
-            data = b"".join(self.pending)
-            self.pending.clear()
-            self.write(data)
-
-    def write(self, data: bytes) -> None:
-        if self.fh is None:
+        if not self.pending:
             return
+        lines, self.pending = self.pending, []
+        if self.write(b"".join(lines)) or len(lines) == 1:
+            return
+        for line in lines:  # the batch did not fit: keep as many whole lines, in order, as fit
+            if not self.write(line):
+                break
+
+    def write(self, data: bytes) -> bool:
+        """Append whole lines; False (the file unchanged) when they could not be written."""
+        if self.fh is None:
+            return False
         try:
             written = self.fh.write(data)
             if written is not None and written < len(data):  # short write: the disk is full
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             self.size += len(data)
+            return True
         except OSError as exc:
             self._fail(exc)
             try:
                 os.ftruncate(self.fh.fileno(), self.size)
             except OSError:
                 pass
+            return False
 
     def close(self) -> None:
         self.flush()
@@ -138,6 +145,49 @@ class ArtifactFile:
                 self.fh.close()
             except OSError:
                 pass
+
+
+class ControlChannel:
+    """The run directory's `control.jsonl`: clients append one JSON command per line, the
+    supervisor (the monitor, or an in-process callback) reads what is new. Commands written
+    before the supervisor started are stale and never acted on."""
+
+    def __init__(self, path: Path, report):
+        self.path = path
+        self.report = report
+        try:
+            self.pos = path.stat().st_size
+        except OSError:
+            self.pos = 0
+
+    def poll(self) -> list[dict]:
+        try:
+            with open(self.path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if size < self.pos:
+                    self.pos = 0  # the client rewrote the file
+                if size == self.pos:
+                    return []
+                fh.seek(self.pos)
+                data = fh.read()
+        except OSError:
+            return []
+        complete, _, _ = data.rpartition(b"\n")
+        if not complete and not data.endswith(b"\n"):
+            return []  # wait for the client to finish its line
+        self.pos += len(complete) + 1
+        commands = []
+        for raw in complete.split(b"\n"):
+            if not raw.strip():
+                continue
+            try:
+                cmd = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                self.report(f"{self.path}: ignored a line that is not JSON")
+                continue
+            if isinstance(cmd, dict):
+                commands.append(cmd)
+        return commands
 
 
 def canonical_row(step: int, now: float, metrics: dict[str, float]) -> bytes:
@@ -320,7 +370,6 @@ class Monitor:
         self._stopper: threading.Thread | None = None
         self._stop_requested = threading.Event()
         self._signals = 0
-        self._control_pos = 0
         self.out = sys.stdout.buffer if config.passthrough else None
         self.err = sys.stderr.buffer if config.passthrough else None
         self._setup_run_dir()
@@ -354,11 +403,8 @@ class Monitor:
         self.alerts_file = ArtifactFile(d / "alerts.jsonl", self.report)
         self.log_file = ArtifactFile(d / "monitor.log", self.report)
         self.control_path = d / "control.jsonl"
+        self.control = ControlChannel(self.control_path, self.report)
         self.status_path = d / "status.json"
-        try:  # only commands written after start count
-            self._control_pos = self.control_path.stat().st_size
-        except OSError:
-            self._control_pos = 0
 
     # -- status / control
 
@@ -406,31 +452,7 @@ class Monitor:
         self.write_status(force=True)
 
     def poll_control(self) -> None:
-        try:
-            with open(self.control_path, "rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
-                if size < self._control_pos:
-                    self._control_pos = 0  # the client rewrote the file
-                if size == self._control_pos:
-                    return
-                fh.seek(self._control_pos)
-                data = fh.read()
-        except OSError:
-            return
-        complete, _, _ = data.rpartition(b"\n")
-        if not complete and not data.endswith(b"\n"):
-            return  # wait for the client to finish its line
-        self._control_pos += len(complete) + 1
-        for raw in complete.split(b"\n"):
-            if not raw.strip():
-                continue
-            try:
-                cmd = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                self.report(f"{self.control_path}: ignored a line that is not JSON")
-                continue
-            if not isinstance(cmd, dict):
-                continue
+        for cmd in self.control.poll():
             action = cmd.get("action")
             if action == "stop":
                 self.say(f"stop requested by {cmd.get('by', 'a client')}")

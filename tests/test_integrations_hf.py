@@ -100,3 +100,27 @@ def test_canonical_logs_maps_trainer_keys():
     assert canonical_logs(logs) == {"kl": 0.25, "lr": 1e-4, "grad_norm": 2.0,
                                     "entropy": 1.5, "epoch": 0.5}
 
+
+
+def test_stop_from_the_control_channel_reaches_the_trainer(tmp_path):
+    """`rldk-tui watch` on this run dir: its kill key appends to control.jsonl."""
+    from transformers import TrainerCallback
+
+    run_dir = tmp_path / "rldk"
+    run_dir.mkdir()
+    (run_dir / "control.jsonl").write_text('{"action": "stop", "by": "stale"}\n')  # before start: ignored
+
+    class ClientAtStep3(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                with open(run_dir / "control.jsonl", "a") as fh:
+                    fh.write('{"action": "stop", "by": "test"}\n')
+
+    callback = RLDKCallback(preset="ppo", run_dir=run_dir)
+    trainer = _tiny_trainer(tmp_path, kl=0.02, callback=callback)
+    trainer.add_callback(ClientAtStep3())
+    trainer.train()
+    assert 3 <= trainer.state.global_step <= 4 < MAX_STEPS
+    assert callback.stopped_by_user and not callback.stopped
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "stopped" and status["stop_reason"] == "user"

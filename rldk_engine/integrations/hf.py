@@ -28,7 +28,7 @@ except ImportError as exc:  # the extra is optional; say which one to install
 
 import orjson
 
-from ..monitor import STATUS_MIN_INTERVAL, ArtifactFile, canonical_row, write_atomic
+from ..monitor import STATUS_MIN_INTERVAL, ArtifactFile, ControlChannel, canonical_row, write_atomic
 from ..parse import number_from_value, step_of
 from ..rules import Alert, Guard, Rule
 
@@ -129,6 +129,8 @@ class RLDKCallback(TrainerCallback):
         self.stop_rule: str | None = None
         self.stop_step: int | None = None
         self.writer: RunDirWriter | None = None
+        self.control: ControlChannel | None = None
+        self.stopped_by_user = False
 
     @property
     def stopped(self) -> bool:
@@ -141,6 +143,11 @@ class RLDKCallback(TrainerCallback):
         if state.is_world_process_zero and self.writer is None:
             self.writer = RunDirWriter(self.run_dir, self.preset)
             self.writer.status["auto_stop"] = self.auto_stop
+        # every rank reads the same control file, so a stop from `rldk-tui watch` (key k,
+        # the auto-stop switch) reaches all ranks at the same step
+        if self.control is None:
+            self.control = ControlChannel(self.run_dir / "control.jsonl",
+                                          lambda message: logger.warning("rldk: %s", message))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or any(key in logs for key in _SUMMARY_KEYS):
@@ -178,12 +185,28 @@ class RLDKCallback(TrainerCallback):
                                      stop_rule=alert.rule, stop_step=alert.step)
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.stopped and self.auto_stop:  # keep the request alive if something reset it
-            control.should_training_stop = True
+        for cmd in self.control.poll() if self.control is not None else ():
+            self._handle_command(cmd, int(state.global_step))
+        if (self.stopped and self.auto_stop) or self.stopped_by_user:
+            control.should_training_stop = True  # keep the request alive if something reset it
+
+    def _handle_command(self, cmd: dict, step: int) -> None:
+        action = cmd.get("action")
+        if action == "stop" and not self.stopped_by_user:
+            self.stopped_by_user = True
+            logger.warning("rldk: stop requested by %s at step %s -> stopping training",
+                           cmd.get("by", "a client"), step)
+            if self.writer is not None:
+                self.writer.write_status(force=True, state="stopping", stop_reason="user", stop_step=step)
+        elif action == "auto_stop":
+            self.auto_stop = bool(cmd.get("enabled", True))
+            logger.warning("rldk: auto-stop %s", "on" if self.auto_stop else "off")
+            if self.writer is not None:
+                self.writer.write_status(force=True, auto_stop=self.auto_stop)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.writer is not None:
-            self.writer.close(stopped=self.stopped)
+            self.writer.close(stopped=self.stopped or self.stopped_by_user)
             self.writer = None
 
 
