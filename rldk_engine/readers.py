@@ -11,6 +11,8 @@ import csv
 import gzip
 import json
 import os
+import shutil
+import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -367,7 +369,7 @@ def _read_tensorboard(paths: Iterable[str], builder: ColumnBuilder) -> None:
     by_step: dict[int, dict[str, float]] = {}
     for path in paths:
         try:
-            for event in EventFileLoader(path).Load():
+            for event in _tb_events(path, EventFileLoader):
                 if not event.HasField("summary"):
                     continue
                 row = by_step.setdefault(int(event.step), {})
@@ -379,6 +381,28 @@ def _read_tensorboard(paths: Iterable[str], builder: ColumnBuilder) -> None:
             builder.skip(f"{path}: event file ends in a corrupt record ({type(exc).__name__}); kept what was read")
     for step in sorted(by_step):
         builder.add({"step": step, **by_step[step]})
+
+
+def _tb_events(path: str, loader_class) -> Iterator:
+    """Events of one file. TensorBoard's loader reads plain files only, so a gzipped event
+    file (SPEC: gzip of any input) is unpacked to a temporary file first; a gzip cut short
+    keeps what it holds and the loader stops at the torn record."""
+    with open(path, "rb") as probe:
+        gzipped = probe.read(2) == _GZIP_MAGIC
+    if not gzipped:
+        yield from loader_class(path).Load()
+        return
+    cut = False
+    with tempfile.NamedTemporaryFile(suffix=".tfevents") as plain:
+        with open_binary(path) as handle:
+            try:
+                shutil.copyfileobj(handle, plain)
+            except (EOFError, zlib.error, gzip.BadGzipFile):
+                cut = True  # the loader still reads the whole records before the cut
+        plain.flush()
+        yield from loader_class(plain.name).Load()
+    if cut:
+        raise EOFError("gzip stream ends early")
 
 
 def _tb_scalar(value, tensor_util) -> float | None:

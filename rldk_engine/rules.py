@@ -371,9 +371,11 @@ def with_stall_seconds(rules: list[Rule], seconds: float | None) -> list[Rule]:
 class _State:
     """Per (rule, metric) streaming state."""
 
-    __slots__ = ("streak", "hits", "hit_count", "active", "false_streak", "history", "frozen")
+    __slots__ = ("streak", "hits", "hit_count", "active", "false_streak", "history", "frozen",
+                 "last_step")
 
     def __init__(self, rule: Rule):
+        self.last_step: int | None = None  # persistence counts steps, not log lines
         self.streak = 0
         self.hits: deque[bool] | None = deque(maxlen=rule.m_of_n[1]) if rule.m_of_n else None
         self.hit_count = 0
@@ -467,6 +469,11 @@ class RuleEngine:
         return alerts
 
     def _apply(self, rule: Rule, name: str, x: float, step: int, now: float) -> Alert | None:
+        seen = self._states.get((rule.id, name))
+        if seen is not None and seen.last_step == step:
+            # the same step printed again (a second line, unprefixed ranks): the first value
+            # counts, so `for: 5` means 5 steps, never 5 lines
+            return None
         cond = rule.condition
         finite = math.isfinite(x)
         if cond.kind == "non_finite":
@@ -492,6 +499,7 @@ class RuleEngine:
             if not hit:
                 return None  # fast path: a fresh state with a miss stays all-zero
             st = self._state(rule, name)
+        st.last_step = step
         if rule.m_of_n:
             hits = st.hits
             assert hits is not None
