@@ -6,6 +6,7 @@ into the widgets. Nothing here signals a pid: stop and auto-stop go to control.j
 
 from __future__ import annotations
 
+import math
 import subprocess
 import time
 from collections.abc import Callable
@@ -144,11 +145,12 @@ class LiveView(Vertical):
             return
         if not force and not self._is_shown():
             status = self.state.status_copy()
-            self._track_run(status, self._supervisor_gone(status))
+            self._track_run(status, self._dir_gone() or self._supervisor_gone(status))
             return
         snap = self.state.snapshot()
         status = snap.status
-        gone = self._supervisor_gone(status)
+        dir_gone = self._dir_gone()
+        gone = dir_gone or self._supervisor_gone(status)
         header = self.query_one(RunHeader)
         self._show_elapsed(header, status, gone)
         if snap.version == self._last_version and gone == self._gone_shown and not force:
@@ -159,16 +161,20 @@ class LiveView(Vertical):
             header.command = " ".join(map(str, status["cmd"]))
         header.pid = status.get("child_pid")
         header.step = snap.last_step
-        header.steps_per_s = snap.steps_per_s
+        # Rounded as shown, so an unchanged number does not repaint the header.
+        header.steps_per_s = None if snap.steps_per_s is None else round(snap.steps_per_s, 1)
         header.skipped = snap.bad_lines
         header.state_text, header.state_kind = header_state(status)
-        if gone:
+        if dir_gone:
+            header.state_text, header.state_kind = dir_gone, "alert"
+        elif gone:
             header.state_text, header.state_kind = rundir.supervisor_gone_text(status, gone), "alert"
         self.rows_shown = snap.rows
         self.query_one(MetricGrid).show(snap.panes)
         self.query_one(AlertsTable).add_alerts(snap.new_alerts)
         self.query_one(TrainerLog).add_lines(snap.new_log_lines)
-        self.query_one(StopBanner).show(status, gone_banner(status) if gone else None)
+        self.query_one(StopBanner).show(
+            status, (dir_gone.upper() if dir_gone else gone_banner(status)) if gone else None)
         self.query_one(MonitorErrors).show(status)
         self._track_run(status, gone)
 
@@ -192,7 +198,14 @@ class LiveView(Vertical):
             return
         ticking = rundir.is_active(status) and not gone
         end = self.clock() if ticking else status.get("updated", started)
-        header.elapsed = float(end) - float(started)
+        # Whole seconds, as shown: the reactive then repaints once a second, not per tick.
+        header.elapsed = float(math.floor(float(end) - float(started)))
+
+    def _dir_gone(self) -> str | None:
+        """Words for a run directory deleted under us: no status, no control channel."""
+        if self.run_dir is None or self.run_dir.is_dir():
+            return None
+        return f"run directory gone ({self.run_dir}): the run cannot be seen or stopped from here"
 
     def _monitor_alive(self) -> bool:
         return self.monitor is not None and self.monitor.poll() is None
@@ -254,7 +267,10 @@ class LiveView(Vertical):
         if self.monitor is not None and not self.state.status:
             self._pending_control.append(message)
         else:
-            rundir.send_control(self.run_dir, message)
+            try:
+                rundir.send_control(self.run_dir, message)
+            except OSError as error:  # run dir deleted or unwritable: say so, never crash
+                self.notify(f"cannot reach the monitor: {error}", severity="error")
 
     def flush_control(self, wait_s: float = 5.0) -> None:
         """Before exiting: deliver held commands once the monitor is up (bounded wait)."""

@@ -11,10 +11,13 @@ from rldk_tui.widgets.metric_pane import MetricPane
 class MetricGrid(Grid):
     def show(self, panes: tuple[PaneData, ...]) -> None:
         existing = {pane.metric: pane for pane in self.query(MetricPane)}
+        new_panes = []
         for data in panes:
             if data.name not in existing:
                 pane = MetricPane(data.name, id=f"pane-{len(existing)}")
                 existing[data.name] = pane
-                self.mount(pane)
+                new_panes.append(pane)
             existing[data.name].show(data.points, data.current, data.low, data.high,
                                      data.alerting)
+        if new_panes:
+            self.mount(*new_panes)  # one mount, one layout pass for all of them

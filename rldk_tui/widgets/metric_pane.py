@@ -25,6 +25,7 @@ class MetricPane(Vertical):
         super().__init__(**kwargs)
         self.metric = metric
         self._data: tuple | None = None
+        self._texts: tuple[str, str] | None = None  # what the two labels show now
 
     def compose(self) -> ComposeResult:
         yield Label(self.metric, classes="pane-title")
@@ -48,11 +49,14 @@ class MetricPane(Vertical):
         # At most one point per column: more only costs render time, never resolution.
         sparkline = self.query_one(Sparkline)
         width = sparkline.size.width or len(points)
-        sparkline.data = list(points[-width:])
+        sparkline.data = list(points[-width:])  # a reactive: repaints only when it differs
         span = "" if not math.isfinite(low) else f"  ▼{format_value(low, 3)} ▲{format_value(high, 3)}"
         title = self.metric + (f"  ⚠ {', '.join(alerting)}" if alerting else "")
-        # Fixed-size lines (see app.tcss): layout=False skips a whole-screen reflow per tick.
-        self.query_one(".pane-title", Label).update(title, layout=False)
-        self.query_one(".pane-stats", Label).update(f"now {format_value(current)}{span}",
-                                                    layout=False)
+        texts = (title, f"now {format_value(current)}{span}")
+        if texts != self._texts:
+            # Label.update repaints even with the same words: only when they change.
+            # Fixed-size lines (see app.tcss): layout=False skips a whole-screen reflow.
+            self._texts = texts
+            self.query_one(".pane-title", Label).update(texts[0], layout=False)
+            self.query_one(".pane-stats", Label).update(texts[1], layout=False)
         self.set_class(bool(alerting), "-alert")

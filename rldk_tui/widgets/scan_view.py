@@ -7,6 +7,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Button, DataTable, Input, Label, ProgressBar
+from textual.worker import get_current_worker
 
 from rldk_tui.widgets.health_bars import HealthBars
 from rldk_tui.widgets.window_plot import WindowPlot
@@ -124,15 +125,22 @@ class ScanView(Vertical):
 
     @work(thread=True, exclusive=True, group="scan")
     def run_scan(self, paths: list[str]) -> None:
+        worker = get_current_worker()
+
         def progress(done: int, total: int) -> None:
-            self.app.call_from_thread(self._show_progress, done, total)
+            if not worker.is_cancelled:
+                self.app.call_from_thread(self._show_progress, done, total)
 
         try:
             report = scan(paths, self.preset, progress)
         except Exception as error:  # noqa: BLE001 - shown as one line, never a traceback
-            self.app.call_from_thread(self._scan_failed, f"{type(error).__name__}: {error}")
+            if not worker.is_cancelled:
+                self.app.call_from_thread(self._scan_failed, f"{type(error).__name__}: {error}")
             return
-        self.app.call_from_thread(self.show_report, report)
+        # A newer scan (exclusive worker) replaced this one: an older report must not
+        # overwrite its table when it happens to finish last.
+        if not worker.is_cancelled:
+            self.app.call_from_thread(self.show_report, report)
 
     def _show_progress(self, done: int, total: int) -> None:
         self.query_one("#scan-progress", ProgressBar).update(total=total, progress=done)
@@ -222,9 +230,12 @@ class ScanView(Vertical):
             steps, values = load_series(source, anomaly.get("metric", ""))
         except Exception as error:  # noqa: BLE001
             steps, values = [], []
-            self.app.call_from_thread(
-                self.query_one("#scan-message", Label).update, f"cannot plot: {error}")
-        self.app.call_from_thread(self.show_plot, steps, values, anomaly)
+            if not get_current_worker().is_cancelled:
+                self.app.call_from_thread(
+                    self.query_one("#scan-message", Label).update, f"cannot plot: {error}")
+        # A newer selection cancelled this (exclusive) worker: its plot must not land.
+        if not get_current_worker().is_cancelled:
+            self.app.call_from_thread(self.show_plot, steps, values, anomaly)
 
     def show_plot(self, steps: list[int], values: list[float], anomaly: dict) -> None:
         window = (int(anomaly.get("start_step", 0)), int(anomaly.get("end_step", 0)))
