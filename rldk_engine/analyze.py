@@ -499,12 +499,12 @@ def analyze_length(run, w: int) -> Component:
         early = float(np.median(L[: max(5, L.size // 10)]))
         with np.errstate(divide="ignore", invalid="ignore"):
             dev = np.abs(np.log(block_median(L, w) / early)) if early > 0 else np.full(L.size, np.inf)
-        dev = np.nan_to_num(dev, nan=np.inf)
+        dev = np.nan_to_num(dev, nan=np.inf, posinf=np.inf)  # keep inf: no ratio from 0
         drift = float(dev.max())
         ev.update({
             "early": _r(early), "final": _r(np.median(L[-max(3, L.size // 10):])),
             "final_ratio": _r(np.median(L[-max(3, L.size // 10):]) / early) if early > 0 else None,
-            "max_drift_ratio": _r(math.exp(drift)) if math.isfinite(drift) else None,
+            "max_drift_ratio": _r(math.exp(drift)) if drift < 700 else None,  # exp overflows
         })
         scores["drift"] = ramp(drift, math.log(2.0), math.log(6.0))
         parts.append((s.rows, (dev <= math.log(2.0)).astype(float)))

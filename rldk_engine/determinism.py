@@ -39,6 +39,9 @@ CLOCK_KEYS = frozenset({"time", "timestamp", "_timestamp", "_runtime", "wall_tim
 # A divergence that ends this many times larger than where it started "grows".
 GROWTH_FACTOR = 10.0
 STDERR_TAIL_LINES = 5
+# After a replica exits, how long its stdout may stay open (held by a leftover background
+# process of its group) before that group is ended.
+LEFTOVER_GRACE_S = 1.0
 
 
 class DeterminismError(Exception):
@@ -237,8 +240,9 @@ def _deviating_replicas(
     for col in np.flatnonzero(mismatch):
         column = matrix[:, col]
         if not np.isfinite(column).all():
-            nan_rows = np.isnan(column)
-            odd = nan_rows if nan_rows.sum() * 2 < column.size else ~nan_rows
+            # NaN and inf alike: the minority side (non-finite or finite) stands apart
+            bad_rows = ~np.isfinite(column)
+            odd = bad_rows if bad_rows.sum() * 2 < column.size else ~bad_rows
         else:
             median = float(np.median(column))
             odd = np.abs(column - median) > atol + rtol * abs(median)
@@ -685,6 +689,8 @@ def _run_stdout_replica(
         proc = launcher.start(index, argv, workdir, subprocess.PIPE, err)
         progress.state, progress.started = "running", time.monotonic()
         assert proc.stdout is not None
+        read_all = threading.Event()
+        threading.Thread(target=_end_leftovers, args=(proc, read_all), daemon=True).start()
         for line in proc.stdout:
             raw.write(line)
             record = parser.feed(line)
@@ -692,6 +698,7 @@ def _run_stdout_replica(
                 records.append(record)
                 progress.observe(record)
                 progress.steps = len(records)
+        read_all.set()
         exit_code = proc.wait()
     launcher.finished(index)
     return ReplicaOutcome(
@@ -700,6 +707,20 @@ def _run_stdout_replica(
         n_lines=parser.n_lines, n_rejected=parser.n_rejected,
         stderr_tail=_stderr_tail(stderr_path),
     )
+
+
+def _end_leftovers(proc: subprocess.Popen, read_all: threading.Event) -> None:
+    """The replica exited but a background process of its group (`cmd &`, a server it
+    spawned) still holds stdout open: after a short grace, end the group so reading stops
+    instead of waiting for that process (forever, for a daemon). Lines already written
+    stay readable in the pipe."""
+    proc.wait()
+    if read_all.wait(LEFTOVER_GRACE_S):
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _metrics_file_path(workdir: Path, pattern: str, index: int) -> Path | None:

@@ -190,6 +190,13 @@ class ControlChannel:
         return commands
 
 
+def _flag(value: object) -> bool:
+    """A control flag; a hand-written "false" / "off" / "0" string means off, not on."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("false", "off", "no", "0", "")
+    return bool(value)
+
+
 def canonical_row(step: int, now: float, metrics: dict[str, float]) -> bytes:
     row: dict[str, object] = {"step": step, "time": round(now, 3)}
     if all(map(math.isfinite, metrics.values())):  # the usual row: no conversion needed
@@ -458,7 +465,7 @@ class Monitor:
                 self.say(f"stop requested by {cmd.get('by', 'a client')}")
                 self.request_stop("user", None, None)
             elif action == "auto_stop":
-                self.auto_stop = bool(cmd.get("enabled", True))
+                self.auto_stop = _flag(cmd.get("enabled", True))
                 self._status_dirty = True
                 self.say(f"auto-stop {'on' if self.auto_stop else 'off'}")
             else:

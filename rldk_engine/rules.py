@@ -28,6 +28,8 @@ from pathlib import Path
 from statistics import median
 from typing import Any, Iterable
 
+from .metrics import canonical_name  # the alias table: standard library only
+
 SEVERITIES = ("info", "warning", "critical")
 ACTIONS = ("warn", "stop")
 CONDITION_KINDS = ("threshold", "abs", "non_finite", "baseline", "stall")
@@ -279,6 +281,9 @@ def _parse_rule(node: Any, where: _Where) -> Rule:
             metrics = (str(_scalar(mnode, where, "metric")),)
         if not metrics or any(not x for x in metrics):
             raise where.error(mnode, f"rule '{rule_id}': metric must be a name or a list of names")
+        # the engine sees canonical names (the monitor and Guard map every logged key), so a
+        # rule written with a trainer key (objective/kl) must watch its canonical name (kl)
+        metrics = tuple(dict.fromkeys(x if x == "*" else canonical_name(x) for x in metrics))
     elif cond.kind == "stall":
         metrics = ("*",)
     else:
@@ -372,7 +377,7 @@ class _State:
     """Per (rule, metric) streaming state."""
 
     __slots__ = ("streak", "hits", "hit_count", "active", "false_streak", "history", "frozen",
-                 "last_step")
+                 "last_step", "n_warm")
 
     def __init__(self, rule: Rule):
         self.last_step: int | None = None  # persistence counts steps, not log lines
@@ -387,6 +392,7 @@ class _State:
             if c.kind == "baseline" else None
         )
         self.frozen: tuple[float, float] | None = None  # initial baseline (median, sigma)
+        self.n_warm = 0  # values seen during a rolling warm-up (it may be longer than the window)
 
 
 def _baseline_score(cond: Condition, st: _State, x: float) -> tuple[float | None, float | None]:
@@ -402,7 +408,8 @@ def _baseline_score(cond: Condition, st: _State, x: float) -> tuple[float | None
             st.frozen = (med, MAD_TO_SIGMA * median(abs(v - med) for v in hist))
         med, sigma = st.frozen
     else:
-        if len(hist) < cond.warmup:
+        if st.n_warm < cond.warmup:
+            st.n_warm += 1
             hist.append(x)
             return None, None
         med = median(hist)
@@ -432,6 +439,7 @@ class RuleEngine:
         self.started = clock()
         self.last_observation: float | None = None
         self.last_step: int | None = None
+        self._step_metrics: set[str] = set()  # metrics already observed at last_step
         self.n_observed = 0
         self.n_fired = 0  # a count, not a list: the engine runs for millions of steps
 
@@ -444,6 +452,13 @@ class RuleEngine:
 
     def observe(self, step: int, metrics: dict[str, float], now: float | None = None) -> list[Alert]:
         now = self.clock() if now is None else now
+        if step == self.last_step:
+            # the same step printed again (a second line, unprefixed ranks): only metrics
+            # not seen at this step yet count, whatever state the rules are in
+            metrics = {k: v for k, v in metrics.items() if k not in self._step_metrics}
+            self._step_metrics.update(metrics)
+        else:
+            self._step_metrics = set(metrics)
         self.last_observation = now
         self.last_step = step
         self.n_observed += 1

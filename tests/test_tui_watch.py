@@ -19,7 +19,7 @@ def watch_app(run_dir) -> RldkApp:
     return RldkApp(AppConfig(run_dir=run_dir, gpu=False, clock=lambda: T0 + 100, refresh_s=0.05))
 
 
-async def wait_for(pilot, condition, timeout=5.0):
+async def wait_for(pilot, condition, timeout=15.0):  # generous: CI runs two workers on 2 cores
     for _ in range(int(timeout / 0.05)):
         if condition():
             return
