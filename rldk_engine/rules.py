@@ -21,6 +21,7 @@ This module is on the monitor's hot path: standard library and PyYAML only.
 from __future__ import annotations
 
 import math
+import operator
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
@@ -143,14 +144,7 @@ def json_number(x: float | None) -> float | str | None:
 # ----------------------------------------------------------------------------- loading
 
 
-def _compare(op: str, x: float, threshold: float) -> bool:
-    if op == ">":
-        return x > threshold
-    if op == ">=":
-        return x >= threshold
-    if op == "<":
-        return x < threshold
-    return x <= threshold
+_COMPARE = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 
 
 class _Where:
@@ -484,36 +478,34 @@ class RuleEngine:
         return alerts
 
     def _apply(self, rule: Rule, name: str, x: float, step: int, now: float) -> Alert | None:
-        seen = self._states.get((rule.id, name))
-        if seen is not None and seen.last_step == step:
+        key = (rule.id, name)
+        st = self._states.get(key)
+        if st is not None and st.last_step == step:
             # the same step printed again (a second line, unprefixed ranks): the first value
             # counts, so `for: 5` means 5 steps, never 5 lines
             return None
         cond = rule.condition
-        finite = math.isfinite(x)
-        if cond.kind == "non_finite":
-            hit = not finite
-            shown_x = x
-        elif not finite:
+        kind = cond.kind
+        if kind == "non_finite":
+            hit = not math.isfinite(x)
+        elif not math.isfinite(x):
             return None  # non-finite values are the non_finite rule's business
-        elif cond.kind == "threshold":
-            hit = _compare(cond.op, x, cond.value)
-            shown_x = x
-        elif cond.kind == "abs":
-            hit = _compare(cond.op, abs(x), cond.value)
-            shown_x = x
+        elif kind == "threshold":
+            hit = _COMPARE[cond.op](x, cond.value)
+        elif kind == "abs":
+            hit = _COMPARE[cond.op](abs(x), cond.value)
         else:  # baseline
-            st = self._state(rule, name)
+            if st is None:
+                st = self._states[key] = _State(rule)
             score, _ = _baseline_score(cond, st, x)
             if score is None:
                 return None
-            hit = _compare(cond.op, score, cond.value)
-            shown_x = x
-        st = self._states.get((rule.id, name))
+            hit = _COMPARE[cond.op](score, cond.value)
         if st is None:
             if not hit:
                 return None  # fast path: a fresh state with a miss stays all-zero
-            st = self._state(rule, name)
+            st = self._states[key] = _State(rule)
+        shown_x = x
         st.last_step = step
         if rule.m_of_n:
             hits = st.hits
