@@ -26,8 +26,9 @@ def monitor_command(
 ) -> None:
     """Run CMD (after `--`), `--follow FILE`, or `-` (stdin) under guardrails.
 
-    Exit code: 3 when a stop rule (or a control.jsonl stop) ended the run, otherwise the
-    trainer's own exit code (128+N when killed by signal N); 2 for bad usage.
+    Exit code: 3 when a stop rule (or, for a command, a control.jsonl stop) ended the run,
+    otherwise the trainer's own exit code (128+N when killed by signal N); with --follow or
+    stdin, 0 when the input ends or a user stops watching; 2 for bad usage.
     """
     from .monitor import MonitorConfig, run_monitor
     from .rules import RulesError, load_rules, preset_rules, with_stall_seconds
