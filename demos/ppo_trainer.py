@@ -186,10 +186,19 @@ def main(argv=None) -> int:
     return 0
 
 
-def _grad_norm(policy) -> float:
+def _optimize(policy, opt, loss) -> float:
+    """One optimiser step with gradient clipping; returns the pre-clip gradient norm."""
     import torch
 
-    return float(torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0))
+    opt.zero_grad()
+    loss.backward()
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0))
+    opt.step()
+    return grad_norm
+
+
+def _entropy(logp_all, mask):
+    return masked_mean(-(logp_all.exp() * logp_all).sum(-1), mask)
 
 
 def ppo_update(policy, opt, tokens, mask, scores, old_logp, old_values, kl_tok, kl_ctl,
@@ -222,12 +231,9 @@ def ppo_update(policy, opt, tokens, mask, scores, old_logp, old_values, kl_tok, 
         pg_loss = masked_mean(torch.max(pg1, pg2), mask)
         v_loss = masked_mean((values - returns) ** 2, mask)
         loss = pg_loss + 0.5 * v_loss
-        opt.zero_grad()
-        loss.backward()
-        gn = _grad_norm(policy)
-        opt.step()
+        gn = _optimize(policy, opt, loss)
         with torch.no_grad():
-            entropy = masked_mean(-(logp_all.exp() * logp_all).sum(-1), mask)
+            entropy = _entropy(logp_all, mask)
             approxkl = 0.5 * masked_mean((logp - old_logp) ** 2, mask)
             clipfrac = masked_mean(((ratio - 1).abs() > clip).float(), mask)
             stats.append((float(pg_loss), float(v_loss), float(entropy), float(approxkl),
@@ -267,12 +273,9 @@ def grpo_update(policy, opt, tokens, mask, scores, old_logp, ref_all, kl_mean, b
     ref_logp = ref_all.gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1)
     k3 = torch.exp(ref_logp - logp) - (ref_logp - logp) - 1
     loss = masked_mean(pg + beta * k3, mask)
-    opt.zero_grad()
-    loss.backward()
-    gn = _grad_norm(policy)
-    opt.step()
+    gn = _optimize(policy, opt, loss)
     with torch.no_grad():
-        entropy = masked_mean(-(logp_all.exp() * logp_all).sum(-1), mask)
+        entropy = _entropy(logp_all, mask)
         clipped = masked_mean(((ratio - 1).abs() > 0.2).float(), mask)
     lens = mask.sum(1)
     ended = ((tokens[:, 1:] == EOS).float() * mask).sum(1) > 0
