@@ -250,6 +250,18 @@ def step_of(raw: dict[str, float]) -> tuple[float | None, dict[str, float]]:
     return metrics.pop("step", None), metrics
 
 
+def canonical_metrics(logged: dict) -> dict[str, float]:
+    """A dict logged in-process (source keys; floats, tensors, numpy scalars, strings) ->
+    {canonical name: float}; non-numeric values are dropped. Used by `Guard` and the
+    HF callback, so in-process guardrails map keys exactly as the line parser does."""
+    raw: dict[str, float] = {}
+    for key, value in logged.items():
+        number = number_from_value(value)
+        if number is not None:
+            raw[str(key)] = number
+    return step_of(raw)[1]
+
+
 class LineParser:
     """Feed lines one at a time; get canonical Records with steps filled in."""
 

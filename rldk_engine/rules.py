@@ -593,24 +593,14 @@ class Guard:
         self.alerts: list[Alert] = []
 
     def observe(self, step: int, metrics: dict[str, Any]) -> GuardResult:
-        canon = _canonicalize(metrics)
+        from rldk_engine.parse import canonical_metrics
+
+        canon = canonical_metrics(metrics)
         alerts = self.engine.observe(int(step), canon)
         self.alerts.extend(alerts)
         if any(a.event == "fire" and a.action == "stop" for a in alerts):
             self.stopped = True
         return GuardResult(alerts, self.stopped)
-
-
-def _canonicalize(metrics: dict[str, Any]) -> dict[str, float]:
-    """Any logged dict (source keys, tensors, strings) -> canonical floats, via ingest."""
-    from rldk_engine.parse import number_from_value, step_of
-
-    raw: dict[str, float] = {}
-    for key, value in metrics.items():
-        number = number_from_value(value)
-        if number is not None:
-            raw[str(key)] = number
-    return step_of(raw)[1]
 
 
 def iter_observations(run_or_records: Any) -> Iterable[tuple[int, dict[str, float]]]:

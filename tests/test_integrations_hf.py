@@ -12,7 +12,8 @@ torch = pytest.importorskip("torch", reason="torch is not installed")
 
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments  # noqa: E402
 
-from rldk_engine.integrations.hf import RLDKCallback, canonical_logs  # noqa: E402
+from rldk_engine.integrations.hf import RLDKCallback  # noqa: E402
+from rldk_engine.parse import canonical_metrics  # noqa: E402
 
 MAX_STEPS = 30
 
@@ -94,10 +95,10 @@ def test_auto_stop_off_alerts_but_keeps_training(tmp_path):
     assert [a.rule for a in callback.alerts if a.event == "fire"] == ["kl_spike"]
 
 
-def test_canonical_logs_maps_trainer_keys():
+def test_canonical_metrics_maps_trainer_logs():
     logs = {"objective/kl": torch.tensor(0.25), "learning_rate": 1e-4, "grad_norm": 2.0,
             "train/entropy_loss": -1.5, "note": "text", "epoch": 0.5}
-    assert canonical_logs(logs) == {"kl": 0.25, "lr": 1e-4, "grad_norm": 2.0,
+    assert canonical_metrics(logs) == {"kl": 0.25, "lr": 1e-4, "grad_norm": 2.0,
                                     "entropy": 1.5, "epoch": 0.5}
 
 

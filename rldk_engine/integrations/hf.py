@@ -3,7 +3,7 @@
     from rldk_engine.integrations.hf import RLDKCallback
     trainer = Trainer(..., callbacks=[RLDKCallback(preset="ppo", run_dir="runs/rldk")])
 
-Every `on_log` row is mapped through the alias table (rldk_engine.parse.step_of), fed to
+Every `on_log` row is mapped through the alias table (rldk_engine.parse.canonical_metrics), fed to
 the streaming rules (rldk_engine.rules.Guard) and written to the same run directory the
 monitor writes (run.jsonl, alerts.jsonl, status.json), so `rldk-tui watch RUN_DIR` and
 `rldk-engine scan RUN_DIR/run.jsonl` work on it. A stop rule sets
@@ -29,23 +29,13 @@ except ImportError as exc:  # the extra is optional; say which one to install
 import orjson
 
 from ..monitor import STATUS_MIN_INTERVAL, ArtifactFile, ControlChannel, canonical_row, write_atomic
-from ..parse import number_from_value, step_of
+from ..parse import canonical_metrics
 from ..rules import Alert, Guard, Rule
 
 logger = logging.getLogger("rldk")
 
 # HF logs a final summary row (runtime, flops); it is not a training step.
 _SUMMARY_KEYS = ("train_runtime", "total_flos")
-
-
-def canonical_logs(logs: dict[str, Any]) -> dict[str, float]:
-    """A Trainer `logs` dict -> {canonical name: float}; non-numeric values dropped."""
-    raw: dict[str, float] = {}
-    for key, value in logs.items():
-        number = number_from_value(value)
-        if number is not None:
-            raw[str(key)] = number
-    return step_of(raw)[1]
 
 
 class RunDirWriter:
@@ -152,7 +142,7 @@ class RLDKCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or any(key in logs for key in _SUMMARY_KEYS):
             return
-        metrics = canonical_logs(logs)
+        metrics = canonical_metrics(logs)
         if not metrics:
             return
         step = int(state.global_step)
