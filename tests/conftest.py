@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-REAL_LOGS = REPO.parent / "shared" / "fixtures" / "real"
+from helpers import REAL_LOGS
 
 
 @pytest.fixture

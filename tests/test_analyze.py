@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import HEALTHY_REAL
+from helpers import REAL_LOGS as REAL
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -27,14 +29,6 @@ from rldk_engine.readers import read_run
 from rldk_engine.run import Run
 from rldk_engine.scan import run_entry
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"
-HEALTHY_REAL = (
-    "verl_ppo_qwen05b_gsm8k.log",
-    "verl_ppo_qwen05b_gsm8k_resp256.log",
-    "verl_ppo_gemma2b_gsm8k.log",
-    "ppo_pytorch_tb1.tfevents",
-    "sb3_cartpole_progress.csv",
-)
 N = 600  # small runs keep the suite fast; the detectors' windows still fit
 
 

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from helpers import REAL_LOGS as REAL
 
 from rldk_engine.detectors import DETECTORS, Anomaly, detect, infer_algorithm
 from rldk_engine.health import health
 from rldk_engine.run import Run
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"
 N = 400
 SEEDS = range(5)
 SPEC_RULES = {

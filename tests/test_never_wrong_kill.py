@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import HEALTHY_REAL
 
 from rldk_engine.fixtures import scenario_run, write_run
 from rldk_engine.readers import read_run
@@ -17,13 +18,6 @@ from rldk_engine.rules import replay
 
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = ("ppo", "grpo")
-HEALTHY_REAL = (
-    "verl_ppo_qwen05b_gsm8k.log",
-    "verl_ppo_qwen05b_gsm8k_resp256.log",
-    "verl_ppo_gemma2b_gsm8k.log",
-    "ppo_pytorch_tb1.tfevents",
-    "sb3_cartpole_progress.csv",
-)
 VERL_LOGS = tuple(name for name in HEALTHY_REAL if name.startswith("verl_"))
 
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import REAL_LOGS as REAL
 from typer.testing import CliRunner
 
 from rldk_engine.cli import app
 from rldk_engine.scan import scan_paths, scan_run
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"
 runner = CliRunner()
 
 

@@ -12,6 +12,7 @@ import textwrap
 
 import orjson
 import pytest
+from helpers import wait_for
 
 from rldk_tui.app import AppConfig, RldkApp
 from rldk_tui.cli import main
@@ -31,12 +32,6 @@ SLOW_TRAINER = textwrap.dedent("""
 """)
 
 
-async def wait_for(pilot, condition, timeout=15.0):
-    for _ in range(int(timeout / 0.05)):
-        if condition():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def watch_app(run_dir) -> RldkApp:

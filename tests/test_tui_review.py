@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import shutil
 import threading
+from functools import partial
 
+from helpers import wait_for
 from textual.widgets import DataTable
 
 from rldk_tui.app import AppConfig, RldkApp
@@ -13,13 +15,7 @@ from rldk_tui.widgets import scan_view
 from rldk_tui.widgets.run_header import RunHeader
 from rldk_tui.widgets.window_plot import WindowPlot
 
-
-async def wait_for(pilot, condition, timeout=10.0):
-    for _ in range(int(timeout / 0.05)):
-        if condition():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError("condition not met in time")
+wait_for = partial(wait_for, timeout=10.0)
 
 
 async def test_run_dir_deleted_while_watched_says_so_and_k_does_not_crash(tmp_path):

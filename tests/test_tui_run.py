@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from helpers import wait_for
 from textual.widgets import Switch
 
 from rldk_tui.app import AppConfig, RldkApp
@@ -78,12 +79,6 @@ def run_app(run_dir: Path, cmd: list[str]) -> RldkApp:
                              refresh_s=0.05))
 
 
-async def wait_for(pilot, condition, timeout=15.0):
-    for _ in range(int(timeout / 0.05)):
-        if condition():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError("condition not met in time")
 
 
 async def test_guardrail_stop_shows_alerts_and_the_rule(run_dir, trainer):

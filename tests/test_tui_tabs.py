@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
+from helpers import REAL_LOGS as REAL
+from helpers import wait_for
 from textual.widgets import DataTable, Input, Static
 
 from rldk_tui.app import AppConfig, RldkApp
@@ -16,7 +19,6 @@ from rldk_tui.widgets.scan_view import ScanView
 from rldk_tui.widgets.window_plot import WindowPlot, plot_text
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"
 
 
 @pytest.fixture
@@ -27,12 +29,7 @@ def real_grpo_log() -> Path:
     return path
 
 
-async def wait_for(pilot, condition, timeout=30.0):
-    for _ in range(int(timeout / 0.05)):
-        if condition():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError("condition not met in time")
+wait_for = partial(wait_for, timeout=30.0)
 
 
 async def test_scan_tab_lists_runs_anomalies_and_plots_the_window(real_grpo_log):

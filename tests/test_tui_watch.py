@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from helpers import wait_for
 from textual.widgets import Switch
 
 from rldk_tui.app import AppConfig, RldkApp
@@ -19,12 +20,6 @@ def watch_app(run_dir) -> RldkApp:
     return RldkApp(AppConfig(run_dir=run_dir, gpu=False, clock=lambda: T0 + 100, refresh_s=0.05))
 
 
-async def wait_for(pilot, condition, timeout=15.0):  # generous: CI runs two workers on 2 cores
-    for _ in range(int(timeout / 0.05)):
-        if condition():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def control_lines(run_dir):
