@@ -21,9 +21,9 @@ from _util import best_of  # noqa: E402
 def run(quick: bool = False) -> list[dict]:
     from bench_scan import write_big_jsonl
 
-    from rldk_engine.analyze import analyze_run
-    from rldk_engine.readers import read_run
-    from rldk_engine.scan import scan_paths
+    from rldk_engine.forensics.analyze import analyze_run
+    from rldk_engine.forensics.scan import scan_paths
+    from rldk_engine.ingest.readers import read_run
 
     n_steps = 100_000 if quick else 1_000_000
     with tempfile.TemporaryDirectory() as tmp:

@@ -37,7 +37,7 @@ def bare_orjson(path: Path) -> None:
 
 
 def run(quick: bool = False) -> list[dict]:
-    from rldk_engine.readers import read_run
+    from rldk_engine.ingest.readers import read_run
 
     rows = 100_000 if quick else 1_000_000
     with tempfile.TemporaryDirectory() as tmp:
@@ -47,7 +47,7 @@ def run(quick: bool = False) -> list[dict]:
         ours = best_of(lambda: read_run(path))
         peak_mb, info = child_peak_rss_mb(
             f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
-            f"from rldk_engine.readers import read_run\nrun = read_run({str(path)!r})\n"
+            f"from rldk_engine.ingest.readers import read_run\nrun = read_run({str(path)!r})\n"
             "import json; print(json.dumps({'steps': run.n_steps}))"
         )
         size_mb = os.path.getsize(path) / 2**20

@@ -50,7 +50,7 @@ def write_tree(root: Path, count: int, seed: int = 0) -> None:
 
 
 def timed_scan(root: Path, **kwargs) -> tuple[float, dict]:
-    from rldk_engine.scan import scan_paths
+    from rldk_engine.forensics.scan import scan_paths
 
     t0 = time.perf_counter()
     report = scan_paths([root], **kwargs)
@@ -62,9 +62,9 @@ def comparable(report: dict) -> dict:
 
 
 def run(quick: bool = False) -> list[dict]:
-    import rldk_engine.detectors  # noqa: F401  (imports are not scan time)
-    import rldk_engine.health  # noqa: F401
-    import rldk_engine.readers  # noqa: F401
+    import rldk_engine.forensics.detectors  # noqa: F401  (imports are not scan time)
+    import rldk_engine.forensics.health  # noqa: F401
+    import rldk_engine.ingest.readers  # noqa: F401
 
     n_runs = 1_000 if quick else 10_000
     results = []

@@ -34,8 +34,8 @@ def _lines(n: int) -> list[str]:
 def bench_throughput(n: int) -> list[dict]:
     import orjson
 
-    from rldk_engine.parse import LineParser
-    from rldk_engine.rules import RuleEngine, preset_rules
+    from rldk_engine.ingest.parse import LineParser
+    from rldk_engine.live.rules import RuleEngine, preset_rules
 
     lines = _lines(n)
 

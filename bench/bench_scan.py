@@ -59,8 +59,8 @@ def bare_parse_seconds(path: Path) -> float:
 _RSS_CHILD = """
 import resource, sys, time
 sys.path.insert(0, {root!r})
-from rldk_engine.scan import scan_paths
-import rldk_engine.detectors, rldk_engine.health, rldk_engine.readers  # imports are not scan time
+from rldk_engine.forensics.scan import scan_paths
+import rldk_engine.forensics.detectors, rldk_engine.forensics.health, rldk_engine.ingest.readers  # imports are not scan time
 t0 = time.perf_counter()
 report = scan_paths([{path!r}])
 dt = time.perf_counter() - t0
@@ -71,8 +71,8 @@ try:  # Linux keeps ru_maxrss across exec (the parent's peak); VmHWM is this pro
         peak_kb = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
 except (OSError, StopIteration):
     pass
-from rldk_engine.readers import read_run
-from rldk_engine.detectors import detect
+from rldk_engine.ingest.readers import read_run
+from rldk_engine.forensics.detectors import detect
 t0 = time.perf_counter()
 run = read_run({path!r})
 t_read = time.perf_counter() - t0
@@ -96,7 +96,7 @@ def write_small_runs(folder: Path, count: int) -> None:
 
 
 def run(quick: bool = False) -> list[dict]:
-    from rldk_engine.scan import scan_paths
+    from rldk_engine.forensics.scan import scan_paths
 
     n_steps = 100_000 if quick else 1_000_000
     n_small = 200 if quick else 1000

@@ -46,7 +46,7 @@ def line(step: int) -> str:
 
 
 def parser_lines_per_s(n: int = 200_000) -> float:
-    from rldk_engine.parse import LineParser
+    from rldk_engine.ingest.parse import LineParser
 
     lines = [line(s) for s in range(n)]
     parser = LineParser()

@@ -21,12 +21,13 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from textual.binding import Binding  # noqa: E402
+from tui_sample import sample_row, sample_status  # noqa: E402
 
 from rldk_tui import rundir  # noqa: E402
 from rldk_tui.app import AppConfig, RldkApp  # noqa: E402
-from rldk_tui.sample import sample_row, sample_status  # noqa: E402
 
 PRESS_EVERY_S = 0.01
 

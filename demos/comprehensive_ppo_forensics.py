@@ -1,6 +1,6 @@
 """Comprehensive PPO forensics demo: the doctored KL-spike run next to a clean baseline.
 
-Writes both runs (rldk_engine.fixtures) under test_artifacts/comprehensive_demo/, analyses
+Writes both runs (rldk_engine.devtools.fixtures) under test_artifacts/comprehensive_demo/, analyses
 them, prints the component health side by side, and writes
 comprehensive_ppo_forensics_demo/comprehensive_analysis.json (the doctored run) plus its
 metrics.csv, health_timeline.csv and summary.csv into comprehensive_ppo_monitor_demo/.
@@ -18,9 +18,9 @@ sys.path.insert(0, str(ROOT))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from rldk_engine.analyze import COMPONENTS, analyze_run, write_analysis  # noqa: E402
-from rldk_engine.fixtures import kl_spike_run, scenario_run, write_run  # noqa: E402
-from rldk_engine.readers import read_run  # noqa: E402
+from rldk_engine.devtools.fixtures import kl_spike_run, scenario_run, write_run  # noqa: E402
+from rldk_engine.forensics.analyze import COMPONENTS, analyze_run, write_analysis  # noqa: E402
+from rldk_engine.ingest.readers import read_run  # noqa: E402
 
 JSON_DIR = Path("comprehensive_ppo_forensics_demo")
 CSV_DIR = Path("comprehensive_ppo_monitor_demo")

@@ -18,3 +18,11 @@ def describe_os_error(exc: OSError) -> str:
     """`[Errno 13] Permission denied: 'x'` -> `permission denied`."""
     text = exc.strerror or exc.__class__.__name__
     return text[:1].lower() + text[1:]
+
+
+EXTRAS = {"hf": "transformers", "wandb": "wandb", "ray": "ray"}
+
+
+def missing_extra_message(extra: str, what: str) -> str:
+    """The one-line message for an absent optional dependency."""
+    return f"{what} needs the optional '{extra}' extra (pip install 'rldk[{extra}]')"

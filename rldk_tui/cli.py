@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         if not cmd:
             return fail("run: no command given (usage: rldk-tui run -- CMD ARGS...)")
         # Validate here, where the user can read the message, not in the detached monitor.
-        from rldk_engine.rules import RulesError, load_rules, preset_rules
+        from rldk_engine.live.rules import RulesError, load_rules, preset_rules
 
         try:
             load_rules(args.rules) if args.rules else preset_rules(args.preset)

@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from rldk_engine.analyze import (
+from rldk_engine.devtools.fixtures import kl_spike_run, scenario_run, write_run
+from rldk_engine.forensics.analyze import (
     COMPONENTS,
     analyze_run,
     component_bars,
@@ -24,10 +25,9 @@ from rldk_engine.analyze import (
     rolling_stats,
     write_analysis,
 )
-from rldk_engine.fixtures import kl_spike_run, scenario_run, write_run
-from rldk_engine.readers import read_run
-from rldk_engine.run import Run
-from rldk_engine.scan import run_entry
+from rldk_engine.forensics.scan import run_entry
+from rldk_engine.ingest.readers import read_run
+from rldk_engine.ingest.run import Run
 
 N = 600  # small runs keep the suite fast; the detectors' windows still fit
 
@@ -267,7 +267,7 @@ def test_cli_analyze_writes_outputs(doctored_dir, tmp_path):
 
 
 def test_compat_forensics_comprehensive(doctored_dir, tmp_path):
-    from rldk_engine.compat import app
+    from rldk_engine.cli.compat import app
 
     result = CliRunner().invoke(app, ["forensics", "comprehensive", str(doctored_dir), "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from rldk_engine.cli import app
 from rldk_engine.errors import InputError
-from rldk_engine.readers import discover_sources, load_runs, read_run
+from rldk_engine.ingest.readers import discover_sources, load_runs, read_run
 
 GOOD_ROWS = [{"step": i, "objective/kl": 0.01 + 0.001 * i, "env/reward_mean": 0.1 * i} for i in range(50)]
 # incompressible rows, so that cutting the gzip really cuts the stream
@@ -114,7 +114,7 @@ def test_file_deleted_between_discovery_and_reading(tmp_path):
 def test_file_deleted_while_being_read_is_read_to_the_end(tmp_path, monkeypatch):
     path = tmp_path / "vanishing.jsonl"
     path.write_bytes(_jsonl(GOOD_ROWS * 100))
-    import rldk_engine.readers as readers
+    import rldk_engine.ingest.readers as readers
 
     real_open = readers.open_binary
 

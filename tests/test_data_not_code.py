@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rldk_engine.rules import RulesError, parse_rules_text
+from rldk_engine.live.rules import RulesError, parse_rules_text
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -147,7 +147,7 @@ def test_shell_with_several_words_is_a_usage_error(tmp_path):
 
 def test_shell_config_with_several_words_quotes_them(tmp_path):
     """The Python API never re-splits words either: shell=True with a list is quoted."""
-    from rldk_engine.monitor import MonitorConfig, run_monitor
+    from rldk_engine.live.monitor import MonitorConfig, run_monitor
 
     marker = tmp_path / "pwned"
     res = run_monitor(MonitorConfig(rules=[], run_dir=tmp_path / "run", shell=True, quiet=True,

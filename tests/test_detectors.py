@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from helpers import REAL_LOGS as REAL
 
-from rldk_engine.detectors import DETECTORS, Anomaly, detect, infer_algorithm
-from rldk_engine.health import health
-from rldk_engine.run import Run
+from rldk_engine.forensics.detectors import DETECTORS, Anomaly, detect, infer_algorithm
+from rldk_engine.forensics.health import health
+from rldk_engine.ingest.run import Run
 
 N = 400
 SEEDS = range(5)
@@ -283,7 +283,7 @@ def test_long_run_is_scanned_in_blocks_and_still_finds_the_fault():
 def real_runs():
     if not REAL.is_dir():
         pytest.skip(f"real fixtures not found at {REAL}")
-    from rldk_engine.readers import load_runs
+    from rldk_engine.ingest.readers import load_runs
 
     runs, errors = load_runs([REAL])
     assert not errors

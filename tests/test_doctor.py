@@ -7,10 +7,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from rldk_engine import compat
-from rldk_engine import fixtures as fx
-from rldk_engine.cli import app
-from rldk_engine.envaudit import audit_environment, audit_findings
+from rldk_engine.cli import app, compat
+from rldk_engine.devtools import fixtures as fx
+from rldk_engine.forensics.envaudit import audit_environment, audit_findings
 
 
 def _env(**over):

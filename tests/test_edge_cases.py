@@ -7,11 +7,11 @@ import math
 
 import numpy as np
 
-from rldk_engine.analyze import analyze_run
 from rldk_engine.determinism import compare_metric, series_from_records
-from rldk_engine.parse import Record
-from rldk_engine.rules import Guard, RuleEngine, parse_rules_text
-from rldk_engine.run import Run
+from rldk_engine.forensics.analyze import analyze_run
+from rldk_engine.ingest.parse import Record
+from rldk_engine.ingest.run import Run
+from rldk_engine.live.rules import Guard, RuleEngine, parse_rules_text
 
 
 def _events(alerts):
@@ -131,7 +131,7 @@ def test_rule_written_with_a_trainer_key_watches_the_canonical_metric():
 
 
 def test_control_auto_stop_written_as_a_string_false_turns_it_off(tmp_path):
-    from rldk_engine.monitor import Monitor, MonitorConfig
+    from rldk_engine.live.monitor import Monitor, MonitorConfig
 
     monitor = Monitor(MonitorConfig(rules=[], run_dir=tmp_path, stdin=True, quiet=True,
                                     passthrough=False))

@@ -8,9 +8,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from rldk_engine import fixtures as fx
-from rldk_engine import quality as q
 from rldk_engine.cli import app
+from rldk_engine.devtools import fixtures as fx
+from rldk_engine.devtools import quality as q
 
 
 def _judged(scenario, labels, detections):
@@ -60,7 +60,7 @@ def test_streaming_recall_only_counts_rules_the_preset_has():
 
 
 def test_streaming_detections_pair_fire_and_clear(tmp_path):
-    from rldk_engine.readers import read_run
+    from rldk_engine.ingest.readers import read_run
 
     run = read_run(fx.write_run(fx.kl_spike_run(), tmp_path / "k"))
     found = [d for d in q.streaming_detections(run, "ppo") if d.rule == "kl_spike"]

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from rldk_engine import fixtures as fx
 from rldk_engine.cli import app
-from rldk_engine.metrics import canonical_name
-from rldk_engine.readers import read_run
+from rldk_engine.devtools import fixtures as fx
+from rldk_engine.ingest.metrics import canonical_name
+from rldk_engine.ingest.readers import read_run
 
 RULES_WITHOUT_STALL = {
     "kl_spike", "kl_controller_drift", "approx_kl_high", "advantage_bias", "entropy_collapse",
@@ -91,7 +91,7 @@ def test_non_finite_fault_writes_nan_and_inf(tmp_path):
 
 
 def test_grpo_runs_read_as_grpo(tmp_path):
-    from rldk_engine.detectors import infer_algorithm
+    from rldk_engine.forensics.detectors import infer_algorithm
 
     result = CliRunner().invoke(app, ["fixtures", "--grpo", "--out", str(tmp_path), "--seeds", "2", "--steps", "120"])
     assert result.exit_code == 0, result.output

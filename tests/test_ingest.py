@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from rldk_engine.errors import InputError
-from rldk_engine.metrics import ALIASES, CANONICAL, canonical_map, canonical_name
-from rldk_engine.parse import LineParser, clean_line, parse_line
-from rldk_engine.readers import detect_format, discover_sources, load_runs, read_run
-from rldk_engine.run import Run
+from rldk_engine.ingest.metrics import ALIASES, CANONICAL, canonical_map, canonical_name
+from rldk_engine.ingest.parse import LineParser, clean_line, parse_line
+from rldk_engine.ingest.readers import detect_format, discover_sources, load_runs, read_run
+from rldk_engine.ingest.run import Run
 
 # ------------------------------------------------------------------ alias table
 

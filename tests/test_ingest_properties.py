@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rldk_engine.errors import InputError
-from rldk_engine.parse import LineParser, parse_line
-from rldk_engine.readers import FORMATS, read_run
+from rldk_engine.ingest.parse import LineParser, parse_line
+from rldk_engine.ingest.readers import FORMATS, read_run
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 

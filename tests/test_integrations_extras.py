@@ -11,8 +11,8 @@ def _python(code: str) -> subprocess.CompletedProcess:
 
 
 def test_importing_rldk_engine_imports_no_optional_extra():
-    code = ("import sys, rldk_engine, rldk_engine.integrations, rldk_engine.readers, "
-            "rldk_engine.scan, rldk_engine.monitor, rldk_engine.cli; "
+    code = ("import sys, rldk_engine, rldk_engine.integrations, rldk_engine.ingest.readers, "
+            "rldk_engine.forensics.scan, rldk_engine.live.monitor, rldk_engine.cli; "
             "print(sorted(m for m in ('transformers', 'wandb', 'ray', 'torch') if m in sys.modules))")
     out = _python(code)
     assert out.returncode == 0, out.stderr

@@ -12,8 +12,8 @@ torch = pytest.importorskip("torch", reason="torch is not installed")
 
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments  # noqa: E402
 
+from rldk_engine.ingest.parse import canonical_metrics  # noqa: E402
 from rldk_engine.integrations.hf import RLDKCallback  # noqa: E402
-from rldk_engine.parse import canonical_metrics  # noqa: E402
 
 MAX_STEPS = 30
 

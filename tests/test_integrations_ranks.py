@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rldk_engine.monitor import MonitorConfig, run_monitor
-from rldk_engine.parse import LineParser, Record, line_origin
-from rldk_engine.ranks import RankMerger
-from rldk_engine.readers import read_run
-from rldk_engine.rules import preset_rules
+from rldk_engine.ingest.parse import LineParser, Record, line_origin
+from rldk_engine.ingest.ranks import RankMerger
+from rldk_engine.ingest.readers import read_run
+from rldk_engine.live.monitor import MonitorConfig, run_monitor
+from rldk_engine.live.rules import preset_rules
 
 
 def test_line_origin_names_rank_and_ray_actor():

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from rldk_engine.cli import app
+from rldk_engine.forensics.scan import scan_paths
 from rldk_engine.integrations.ray_scan import RayUnavailable, scan_sources_ray
-from rldk_engine.scan import scan_paths
 
 
 def _write_tree(root: Path, n: int = 6) -> Path:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from rldk_engine.errors import InputError
-from rldk_engine.readers import discover_sources, read_run
-from rldk_engine.scan import scan_paths
+from rldk_engine.forensics.scan import scan_paths
+from rldk_engine.ingest.readers import discover_sources, read_run
 
 WANDB_RUN = """
 import math, wandb

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rldk_engine.rules import replay
+from rldk_engine.live.rules import replay
 
 PY = sys.executable
 MONITOR = [PY, "-m", "rldk_engine.cli", "monitor"]
@@ -247,7 +247,7 @@ def test_stdin_mode_and_replay_equals_live(tmp_path):
     assert ("fire", 14, "kl_spike", "kl") in live
     assert ("fire", 27, "grad_norm_spike", "grad_norm") in live
     assert ("fire", 37, "clip_frac_high", "clip_frac") in live
-    from rldk_engine.readers import read_run
+    from rldk_engine.ingest.readers import read_run
 
     offline = [(a.event, a.step, a.rule, a.metric) for a in replay(read_run(run_dir / "run.jsonl"), "ppo")]
     assert offline == live

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from helpers import HEALTHY_REAL
 
-from rldk_engine.fixtures import scenario_run, write_run
-from rldk_engine.readers import read_run
-from rldk_engine.rules import replay
+from rldk_engine.devtools.fixtures import scenario_run, write_run
+from rldk_engine.ingest.readers import read_run
+from rldk_engine.live.rules import replay
 
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = ("ppo", "grpo")

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from rldk_engine.rules import (
+from rldk_engine.live.rules import (
     Condition,
     Guard,
     Rule,
@@ -166,7 +166,7 @@ def test_rules_validation_errors_name_file_and_line(text, expected):
 
 
 def test_presets_stay_quiet_on_healthy_real_logs(real_logs):
-    from rldk_engine.readers import read_run
+    from rldk_engine.ingest.readers import read_run
 
     healthy = ["verl_ppo_qwen05b_gsm8k.log", "verl_ppo_qwen05b_gsm8k_resp256.log",
                "verl_ppo_gemma2b_gsm8k.log", "ppo_pytorch_tb1.tfevents", "sb3_cartpole_progress.csv"]
@@ -179,7 +179,7 @@ def test_presets_stay_quiet_on_healthy_real_logs(real_logs):
 
 
 def test_grpo_preset_flags_degenerate_length_cap(real_logs):
-    from rldk_engine.readers import read_run
+    from rldk_engine.ingest.readers import read_run
 
     run = read_run(real_logs / "trl_grpo_chaos_training_logs.json")
     alerts = replay(run, "grpo")

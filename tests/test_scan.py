@@ -11,7 +11,7 @@ from helpers import REAL_LOGS as REAL
 from typer.testing import CliRunner
 
 from rldk_engine.cli import app
-from rldk_engine.scan import scan_paths, scan_run
+from rldk_engine.forensics.scan import scan_paths, scan_run
 
 runner = CliRunner()
 
@@ -118,7 +118,7 @@ def test_cli_real_logs_only_trl_grpo_is_flagged(tmp_path: Path):
 
 
 def test_doctored_kl_spike_fixture_is_diagnosed_and_plotted(tmp_path: Path):
-    from rldk_engine import fixtures
+    from rldk_engine.devtools import fixtures
 
     run_dir = tmp_path / fixtures.KL_SPIKE_RUN
     fixtures.write_run(fixtures.kl_spike_run(0), run_dir)

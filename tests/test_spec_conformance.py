@@ -10,9 +10,10 @@ from importlib.metadata import entry_points
 
 import typer
 
-from rldk_engine import cli, compat
-from rldk_engine.readers import read_run
-from rldk_engine.rules import RuleEngine, preset_rules
+from rldk_engine import cli
+from rldk_engine.cli import compat
+from rldk_engine.ingest.readers import read_run
+from rldk_engine.live.rules import RuleEngine, preset_rules
 
 PY = sys.executable
 
@@ -34,7 +35,7 @@ def test_console_scripts_are_the_spec_names():
     assert scripts == {
         "rldk-engine": "rldk_engine.cli:main",
         "rldk-tui": "rldk_tui.cli:main",
-        "rldk": "rldk_engine.compat:main",
+        "rldk": "rldk_engine.cli.compat:main",
     }
 
 

@@ -13,11 +13,11 @@ import textwrap
 import orjson
 import pytest
 from helpers import wait_for
+from tui_sample import T0, sample_row, sample_status, write_sample_run_dir
 
 from rldk_tui.app import AppConfig, RldkApp
 from rldk_tui.cli import main
 from rldk_tui.rundir import pid_alive, read_status
-from rldk_tui.sample import T0, sample_row, sample_status, write_sample_run_dir
 from rldk_tui.screens import ConfirmKillScreen
 from rldk_tui.widgets.metric_pane import MetricPane
 from rldk_tui.widgets.monitor_errors import MonitorErrors

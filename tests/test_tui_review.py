@@ -8,9 +8,9 @@ from functools import partial
 
 from helpers import wait_for
 from textual.widgets import DataTable
+from tui_sample import T0, write_sample_run_dir
 
 from rldk_tui.app import AppConfig, RldkApp
-from rldk_tui.sample import T0, write_sample_run_dir
 from rldk_tui.widgets import scan_view
 from rldk_tui.widgets.run_header import RunHeader
 from rldk_tui.widgets.window_plot import WindowPlot

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 import orjson
+from tui_sample import write_sample_run_dir
 
 from rldk_tui import rundir
-from rldk_tui.sample import write_sample_run_dir
 
 
 def test_partial_trailing_line_waits_for_its_newline(tmp_path):

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from textual.widgets import Input
+from tui_sample import T0, write_sample_run_dir
 
 from rldk_tui.app import AppConfig, RldkApp
-from rldk_tui.sample import T0, write_sample_run_dir
 from rldk_tui.widgets.determinism_view import DeterminismView, ReplicaRow
 from rldk_tui.widgets.health_bars import HealthBars
 from rldk_tui.widgets.scan_view import ScanView

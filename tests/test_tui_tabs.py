@@ -53,8 +53,8 @@ async def test_scan_tab_lists_runs_anomalies_and_plots_the_window(real_grpo_log)
         assert first["metric"] in plot.border_title
 
         # The selected run's component health, from the engine's analysis of the same file.
-        from rldk_engine.analyze import analyze_run, component_bars
-        from rldk_engine.readers import read_run
+        from rldk_engine.forensics.analyze import analyze_run, component_bars
+        from rldk_engine.ingest.readers import read_run
 
         bars = app.query_one(HealthBars)
         await wait_for(pilot, lambda: bars.components is not None)

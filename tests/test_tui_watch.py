@@ -6,9 +6,9 @@ import orjson
 import pytest
 from helpers import wait_for
 from textual.widgets import Switch
+from tui_sample import T0, sample_row, write_sample_run_dir
 
 from rldk_tui.app import AppConfig, RldkApp
-from rldk_tui.sample import T0, sample_row, write_sample_run_dir
 from rldk_tui.screens import ConfirmKillScreen, QuitScreen
 from rldk_tui.widgets.alerts_table import AlertsTable
 from rldk_tui.widgets.metric_pane import MetricPane

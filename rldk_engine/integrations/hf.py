@@ -3,8 +3,8 @@
     from rldk_engine.integrations.hf import RLDKCallback
     trainer = Trainer(..., callbacks=[RLDKCallback(preset="ppo", run_dir="runs/rldk")])
 
-Every `on_log` row is mapped through the alias table (rldk_engine.parse.canonical_metrics), fed to
-the streaming rules (rldk_engine.rules.Guard) and written to the same run directory the
+Every `on_log` row is mapped through the alias table (rldk_engine.ingest.parse.canonical_metrics), fed to
+the streaming rules (rldk_engine.live.rules.Guard) and written to the same run directory the
 monitor writes (run.jsonl, alerts.jsonl, status.json), so `rldk-tui watch RUN_DIR` and
 `rldk-engine scan RUN_DIR/run.jsonl` work on it. A stop rule sets
 `control.should_training_stop`; the Trainer then ends after the current step.
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import missing_extra_message
+from rldk_engine.integrations import missing_extra_message
 
 try:
     from transformers import TrainerCallback
@@ -28,9 +28,15 @@ except ImportError as exc:  # the extra is optional; say which one to install
 
 import orjson
 
-from ..monitor import STATUS_MIN_INTERVAL, ArtifactFile, ControlChannel, canonical_row, write_atomic
-from ..parse import canonical_metrics
-from ..rules import Alert, Guard, Rule
+from rldk_engine.ingest.parse import canonical_metrics
+from rldk_engine.live.monitor import (
+    STATUS_MIN_INTERVAL,
+    ArtifactFile,
+    ControlChannel,
+    canonical_row,
+    write_atomic,
+)
+from rldk_engine.live.rules import Alert, Guard, Rule
 
 logger = logging.getLogger("rldk")
 

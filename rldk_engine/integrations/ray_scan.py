@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import missing_extra_message
+from rldk_engine.integrations import missing_extra_message
 
 CHUNKS_PER_CPU = 4  # a few chunks per worker: little scheduling overhead, still balanced
 
@@ -54,7 +54,7 @@ def scan_sources_ray(
     address: str | None = None,
 ) -> list[tuple[dict | None, str | None]]:
     """Like `scan.scan_sources`, with the chunks sent to Ray tasks."""
-    from ..scan import _chunks, _scan_chunk
+    from rldk_engine.forensics.scan import _chunks, _scan_chunk
 
     total = len(sources)
     if total == 0:

@@ -38,7 +38,7 @@ def plot_anomaly(run, anomaly, out_png: str | os.PathLike) -> str:
 
 def plot_report_anomalies(runs_by_source: dict, report: dict, out_dir: str | os.PathLike) -> list[str]:
     """One PNG per anomaly named forensics_<rule>.png (then _2, _3, ... when repeated)."""
-    from ..detectors import Anomaly
+    from rldk_engine.forensics.detectors import Anomaly
 
     os.makedirs(out_dir, exist_ok=True)
     counts: dict[str, int] = {}

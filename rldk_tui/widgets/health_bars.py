@@ -1,4 +1,4 @@
-"""A selected run's component health (rldk_engine.analyze) as one bar per component.
+"""A selected run's component health (rldk_engine.forensics.analyze) as one bar per component.
 
 The five components are always listed in the same order; one whose metrics the run
 does not log shows "n/a" instead of a bar (a missing bar is not a healthy one).
@@ -10,7 +10,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-# The engine's names (rldk_engine.analyze.COMPONENTS) and how the bars label them.
+# The engine's names (rldk_engine.forensics.analyze.COMPONENTS) and how the bars label them.
 COMPONENT_LABELS = {
     "kl": "KL",
     "gradients": "gradients",

@@ -38,21 +38,21 @@ def anomaly_row(anomaly: dict) -> tuple:
 
 
 def scan(paths: list[str], preset: str = "auto", progress=None) -> dict:
-    from rldk_engine.scan import scan_paths  # heavy (numpy): imported in the worker
+    from rldk_engine.forensics.scan import scan_paths  # heavy (numpy): imported in the worker
 
     return scan_paths(paths, preset=preset, jobs=1, progress=progress)
 
 
 def component_health(source: str, preset: str = "auto") -> list[tuple[str, float]]:
-    """(component, health) of the run's available components (rldk_engine.analyze)."""
-    from rldk_engine.analyze import analyze_run, component_bars
-    from rldk_engine.readers import read_run
+    """(component, health) of the run's available components (rldk_engine.forensics.analyze)."""
+    from rldk_engine.forensics.analyze import analyze_run, component_bars
+    from rldk_engine.ingest.readers import read_run
 
     return component_bars(analyze_run(read_run(source), preset=preset))
 
 
 def load_series(source: str, metric: str) -> tuple[list[int], list[float]]:
-    from rldk_engine.readers import read_run
+    from rldk_engine.ingest.readers import read_run
 
     run = read_run(source)
     column = run.get(metric)

@@ -1,7 +1,7 @@
 """`rldk-engine analyze PATH --out DIR`: comprehensive per-component analysis of one run.
 
 Also `rldk forensics comprehensive PATH` (compat). Writes DIR/comprehensive_analysis.json,
-DIR/metrics.csv, DIR/health_timeline.csv and DIR/summary.csv (columns: rldk_engine.analyze).
+DIR/metrics.csv, DIR/health_timeline.csv and DIR/summary.csv (columns: rldk_engine.forensics.analyze).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ def analyze_command(
     if kl_target is not None and not kl_target > 0:
         usage(f"--kl-target must be a positive number, not {kl_target}")
 
-    from .errors import InputError, describe_os_error
-    from .readers import read_run
+    from rldk_engine.errors import InputError, describe_os_error
+    from rldk_engine.ingest.readers import read_run
 
     try:
         run = read_run(path, fmt=fmt)
@@ -46,7 +46,7 @@ def analyze_command(
     for message in run.errors[:5]:
         err.print(message, markup=False)
 
-    from .analyze import ANALYSIS_JSON, write_analysis
+    from rldk_engine.forensics.analyze import ANALYSIS_JSON, write_analysis
 
     try:
         analysis = write_analysis(run, out, kl_target=kl_target, preset=preset)
@@ -69,7 +69,7 @@ def analysis_table(analysis: dict, title: str | None = None):
     """Rich table: one row per component with its health bar and weakest check."""
     from rich.table import Table
 
-    from .analyze import COMPONENTS
+    from rldk_engine.forensics.analyze import COMPONENTS
 
     run = analysis["run"]
     table = Table(title=title or f"rldk analyze: {run['run_id']} ({run['algorithm']}, {run['n_steps']} steps)")

@@ -20,9 +20,15 @@ from pathlib import Path
 
 import orjson
 
-from .errors import InputError, describe_os_error
-from .parse import clean_line, flatten_json_row, loads_json, number_from_text, parse_line
-from .run import ColumnBuilder, Run
+from rldk_engine.errors import InputError, describe_os_error
+from rldk_engine.ingest.parse import (
+    clean_line,
+    flatten_json_row,
+    loads_json,
+    number_from_text,
+    parse_line,
+)
+from rldk_engine.ingest.run import ColumnBuilder, Run
 
 FORMATS = (
     "jsonl",
@@ -420,7 +426,7 @@ def _tb_scalar(value, tensor_util) -> float | None:
 
 def _read_wandb(path: str, builder: ColumnBuilder) -> None:
     """A W&B run folder (or its .wandb file): the history; else output.log, else the summary."""
-    from .integrations import wandb_history as wb
+    from rldk_engine.ingest import wandb_history as wb
 
     history = wb.history_file(path) if os.path.isdir(path) else path
     if history is not None:
@@ -507,7 +513,7 @@ def _walk_runs(root: str, errors: list[str]) -> Iterator[Source]:
     def on_error(exc: OSError) -> None:
         errors.append(f"{exc.filename}: {describe_os_error(exc)}")
 
-    from .integrations.wandb_history import is_wandb_run_dir
+    from rldk_engine.ingest.wandb_history import is_wandb_run_dir
 
     for folder, dirs, files in os.walk(root, onerror=on_error):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))

@@ -29,7 +29,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any, Iterable
 
-from .metrics import canonical_name  # the alias table: standard library only
+from rldk_engine.ingest.metrics import canonical_name  # the alias table: standard library only
 
 SEVERITIES = ("info", "warning", "critical")
 ACTIONS = ("warn", "stop")
@@ -578,7 +578,7 @@ class Guard:
     """The rules inside a training loop: ``Guard(preset="ppo").observe(step, metrics)``.
 
     ``metrics`` may use trainer keys (``objective/kl``) or canonical names; they are
-    mapped through rldk_engine.metrics. should_stop stays True once a stop rule fired.
+    mapped through rldk_engine.ingest.metrics. should_stop stays True once a stop rule fired.
     """
 
     def __init__(self, preset: str | None = "ppo", rules: list[Rule] | str | Path | None = None):
@@ -593,7 +593,7 @@ class Guard:
         self.alerts: list[Alert] = []
 
     def observe(self, step: int, metrics: dict[str, Any]) -> GuardResult:
-        from rldk_engine.parse import canonical_metrics
+        from rldk_engine.ingest.parse import canonical_metrics
 
         canon = canonical_metrics(metrics)
         alerts = self.engine.observe(int(step), canon)

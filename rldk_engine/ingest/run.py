@@ -14,8 +14,8 @@ from itertools import chain
 
 import numpy as np
 
-from .metrics import CANONICAL, canonical_map, is_canonical
-from .parse import MAX_STEP, flatten_json_row, number_from_value
+from rldk_engine.ingest.metrics import CANONICAL, canonical_map, is_canonical
+from rldk_engine.ingest.parse import MAX_STEP, flatten_json_row, number_from_value
 
 MAX_ERRORS = 100
 

@@ -16,7 +16,7 @@ import struct
 import zlib
 from collections.abc import Callable, Iterator
 
-from . import missing_extra_message
+from rldk_engine.errors import missing_extra_message
 
 HEADER = struct.Struct("<4sHB")  # ident ":W&B", magic 0xBEE1, version 0
 HEADER_IDENT = b":W&B"

@@ -28,7 +28,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import fixtures as fx
+from rldk_engine.devtools import fixtures as fx
 
 TOLERANCE = 10
 FINDING_LEVELS = ("warning", "critical")
@@ -68,7 +68,7 @@ class JudgedRun:
 
 
 def offline_detections(run) -> list[Detection]:
-    from .detectors import detect
+    from rldk_engine.forensics.detectors import detect
 
     return [Detection(a.rule, int(a.start_step), int(a.end_step), a.severity)
             for a in detect(run, "auto")]
@@ -76,7 +76,7 @@ def offline_detections(run) -> list[Detection]:
 
 def streaming_detections(run, preset: str) -> list[Detection]:
     """Fire/clear alert pairs of a replay, as windows."""
-    from .rules import replay
+    from rldk_engine.live.rules import replay
 
     open_at: dict[tuple[str, str], tuple[int, str]] = {}
     found: list[Detection] = []
@@ -94,15 +94,15 @@ def streaming_detections(run, preset: str) -> list[Detection]:
 
 
 def preset_rule_ids(preset: str) -> set[str]:
-    from .rules import preset_rules
+    from rldk_engine.live.rules import preset_rules
 
     return {rule.id for rule in preset_rules(preset)}
 
 
 def judge_directory(items: list[tuple[str, str, int, Path]], modes=MODES) -> list[JudgedRun]:
     """items: (algo, scenario, seed, run folder). Reads each run and runs detectors."""
-    from .errors import InputError
-    from .readers import read_run
+    from rldk_engine.errors import InputError
+    from rldk_engine.ingest.readers import read_run
 
     judged = []
     for algo, scenario, seed, folder in items:

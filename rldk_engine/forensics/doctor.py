@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import __version__
-from .envaudit import determinism_card
+from rldk_engine import __version__
+from rldk_engine.forensics.envaudit import determinism_card
 
 SCAN_NAME = "ppo_scan.json"
 CARD_NAME = "determinism_card.json"
@@ -84,7 +84,7 @@ def run_doctor(paths: list[str], out_dir: Path = Path("rldk_reports"), preset: s
                jobs: int = 1) -> DoctorResult:
     """Scan `paths` and audit the environment; write both JSON files into out_dir.
     Raises ValueError when nothing is readable (the CLI turns it into exit 2)."""
-    from .scan import scan_paths
+    from rldk_engine.forensics.scan import scan_paths
 
     report = with_fixes(scan_paths(list(paths), preset, jobs))
     if not report["runs"]:

@@ -27,7 +27,7 @@ def fixtures_command(
     keys: Annotated[str, typer.Option("--keys", help="Metric keys: trl (TRL trainer names) or canonical.")] = "trl",
 ) -> None:
     """Write doctored runs with known faults (labels.json next to each log) and clean baselines."""
-    from .fixtures import write_fixtures
+    from rldk_engine.devtools.fixtures import write_fixtures
 
     if keys not in ("trl", "canonical"):
         raise typer.BadParameter("--keys must be trl or canonical")
@@ -48,8 +48,8 @@ def doctor_command(
 
 def run_doctor_cli(paths: list[str], out: Path, preset: str, jobs: int) -> int:
     """Shared by `rldk-engine doctor` and the `rldk` compatibility commands."""
-    from .doctor import run_doctor
-    from .errors import InputError
+    from rldk_engine.errors import InputError
+    from rldk_engine.forensics.doctor import run_doctor
 
     if preset not in ("auto", "ppo", "grpo"):
         _console(stderr=True).print(f"error: --preset must be auto, ppo or grpo (got {preset!r})")
@@ -104,7 +104,7 @@ def matrix_command(
     steps: Annotated[int, typer.Option("--steps", min=50, help="Steps per fixture run.")] = 1000,
 ) -> None:
     """Which rules fire on which doctored scenario, offline and streaming, PPO and GRPO."""
-    from .quality import build_matrix, write_matrix
+    from rldk_engine.devtools.quality import build_matrix, write_matrix
 
     csv_path, md_path = write_matrix(build_matrix(seeds, steps), out)
     _console().print(f"wrote {csv_path} and {md_path}")
@@ -119,7 +119,7 @@ def eval_detectors_command(
     """Precision, recall and lead time per rule, offline detectors and streaming guardrails."""
     from rich.table import Table
 
-    from .quality import TOLERANCE, evaluate, write_quality
+    from rldk_engine.devtools.quality import TOLERANCE, evaluate, write_quality
 
     result = evaluate(seeds, steps, TOLERANCE if tolerance is None else tolerance)
     json_path, md_path = write_quality(result, out)

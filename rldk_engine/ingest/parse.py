@@ -22,7 +22,7 @@ from functools import lru_cache
 
 import orjson
 
-from .metrics import canonical_map
+from rldk_engine.ingest.metrics import canonical_map
 
 _ANSI = re.compile(r"\x1b(?:\[[0-9;?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
 # Ray actor prefixes `(main_task pid=12)`, `(WorkerDict pid=3, ip=10.0.0.1)` and

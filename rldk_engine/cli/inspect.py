@@ -15,7 +15,7 @@ def inspect_command(
     from rich.console import Console
     from rich.table import Table
 
-    from .readers import FORMATS, load_runs
+    from rldk_engine.ingest.readers import FORMATS, load_runs
 
     console = Console()
     err = Console(stderr=True, soft_wrap=True)

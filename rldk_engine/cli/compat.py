@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import typer
 
-from .cli_analyze import analyze_command
-from .cli_determinism import determinism_command
-from .cli_fixtures import doctor_command
-from .cli_scan import scan_command
+from rldk_engine.cli.analyze import analyze_command
+from rldk_engine.cli.determinism import determinism_command
+from rldk_engine.cli.fixtures import doctor_command
+from rldk_engine.cli.scan import scan_command
 
 app = typer.Typer(
     name="rldk",

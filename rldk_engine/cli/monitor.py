@@ -30,8 +30,8 @@ def monitor_command(
     otherwise the trainer's own exit code (128+N when killed by signal N); with --follow or
     stdin, 0 when the input ends or a user stops watching; 2 for bad usage.
     """
-    from .monitor import MonitorConfig, run_monitor
-    from .rules import RulesError, load_rules, preset_rules, with_stall_seconds
+    from rldk_engine.live.monitor import MonitorConfig, run_monitor
+    from rldk_engine.live.rules import RulesError, load_rules, preset_rules, with_stall_seconds
 
     args = list(ctx.args)
     if args and args[0] == "--":

@@ -9,7 +9,7 @@ SIGINT -> SIGTERM -> SIGKILL on the whole process group.
 Artifact failures (ENOSPC, unwritable dir) are reported once per file on stderr and in
 status.json "errors"; they never stop the trainer.
 
-Hot path: standard library, orjson, PyYAML and rldk_engine.parse/rules only.
+Hot path: standard library, orjson, PyYAML and rldk_engine.ingest.parse/rules only.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from pathlib import Path
 
 import orjson
 
-from .parse import LineParser
-from .ranks import RankMerger
-from .rules import Alert, Rule, RuleEngine, json_number
+from rldk_engine.ingest.parse import LineParser
+from rldk_engine.ingest.ranks import RankMerger
+from rldk_engine.live.rules import Alert, Rule, RuleEngine, json_number
 
 EXIT_STOPPED = 3
 MAX_LINE = 16 * 1024 * 1024  # a longer "line" is split, never held whole in memory

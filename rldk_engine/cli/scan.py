@@ -30,8 +30,8 @@ def scan_command(
         err.print(f"rldk-engine scan: {message}", markup=False)
         raise typer.Exit(2)
 
-    from .readers import FORMATS
-    from .scan import BACKENDS, PRESETS
+    from rldk_engine.forensics.scan import BACKENDS, PRESETS
+    from rldk_engine.ingest.readers import FORMATS
 
     if preset not in PRESETS:
         usage(f"unknown preset {preset!r} (use {', '.join(PRESETS)})")
@@ -44,7 +44,7 @@ def scan_command(
     if backend not in BACKENDS:
         usage(f"unknown --backend {backend!r} (use {', '.join(BACKENDS)})")
 
-    from .integrations.ray_scan import RayUnavailable
+    from rldk_engine.integrations.ray_scan import RayUnavailable
 
     try:
         report = _run_scan(paths, preset, jobs, fmt, err, backend, ray_address)
@@ -67,8 +67,8 @@ def scan_command(
 
 
 def _run_scan(paths, preset, jobs, fmt, err, backend="process", ray_address=None) -> dict:
-    from .readers import discover_sources
-    from .scan import scan_paths
+    from rldk_engine.forensics.scan import scan_paths
+    from rldk_engine.ingest.readers import discover_sources
 
     where = {"backend": backend, "ray_address": ray_address}
     sources, _ = discover_sources(paths)
@@ -116,14 +116,14 @@ def _write_report(report: dict, out: str, usage) -> None:
         with open(out, "wb") as fh:
             fh.write(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
     except OSError as exc:
-        from .errors import describe_os_error
+        from rldk_engine.errors import describe_os_error
 
         usage(f"{out}: cannot write report: {describe_os_error(exc)}")
 
 
 def _write_plots(report: dict, out_dir: str, fmt) -> None:
-    from .plots.forensics import plot_report_anomalies
-    from .readers import read_run
+    from rldk_engine.ingest.readers import read_run
+    from rldk_engine.plots.forensics import plot_report_anomalies
 
     runs = {}
     for entry in report["runs"]:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from .cli_analyze import analyze_command
-from .cli_determinism import determinism_command
-from .cli_fixtures import register as register_forensics_tools
-from .cli_inspect import inspect_command
-from .cli_monitor import MONITOR_CONTEXT, monitor_command
-from .cli_scan import scan_command
+from rldk_engine.cli.analyze import analyze_command
+from rldk_engine.cli.determinism import determinism_command
+from rldk_engine.cli.fixtures import register as register_forensics_tools
+from rldk_engine.cli.inspect import inspect_command
+from rldk_engine.cli.monitor import MONITOR_CONTEXT, monitor_command
+from rldk_engine.cli.scan import scan_command
 
 app = typer.Typer(
     name="rldk-engine",

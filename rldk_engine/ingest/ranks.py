@@ -4,7 +4,7 @@
 `RankMerger` sits between the parser and the rules: the first origin to report a step
 passes through; another origin reporting the same step only contributes the metrics not
 seen yet for it, so a streak rule ("5 consecutive steps") never counts one step N times.
-Offline, `rldk_engine.run` merges rows by step already.
+Offline, `rldk_engine.ingest.run` merges rows by step already.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from .parse import Record
+from rldk_engine.ingest.parse import Record
 
 RECENT_STEPS = 256  # ranks drift apart by a few steps at most; older steps are forgotten
 

@@ -2,8 +2,8 @@
 
 Each replica runs in its own working folder (`DIR/replica_i/`) with `RLDK_REPLICA=i`,
 in its own process group. Metrics come from its stdout through the shared
-`rldk_engine.parse.LineParser` (the same ingest as the monitor), or from a per-replica
-metrics file read with `rldk_engine.readers.read_run`. Series are aligned on step and
+`rldk_engine.ingest.parse.LineParser` (the same ingest as the monitor), or from a per-replica
+metrics file read with `rldk_engine.ingest.readers.read_run`. Series are aligned on step and
 compared cell by cell (step x metric) with an absolute + relative tolerance; the result
 is `DIR/determinism_card.json` (SPEC "Determinism") and `DIR/determinism_mismatch.png`.
 Recommendations are derived from the evidence (when and how the replicas diverge),
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from rldk_engine import __version__
-from rldk_engine.metrics import CANONICAL, canonical_name
+from rldk_engine.ingest.metrics import CANONICAL, canonical_name
 
 CARD_NAME = "determinism_card.json"
 FIGURE_NAME = "determinism_mismatch.png"
@@ -90,7 +90,7 @@ def series_from_records(records: Iterable) -> Series:
 
 
 def series_from_run(run) -> Series:
-    """A `rldk_engine.run.Run` -> Series (a logged non-finite value counts as logged)."""
+    """A `rldk_engine.ingest.run.Run` -> Series (a logged non-finite value counts as logged)."""
     steps = np.asarray(run.steps, dtype=np.int64)
     values: dict[str, np.ndarray] = {}
     logged: dict[str, np.ndarray] = {}
@@ -411,11 +411,11 @@ def _has_cuda(env: dict) -> bool:
 
 
 def audit_env() -> dict:
-    """The same environment audit as `doctor` (rldk_engine.envaudit)."""
+    """The same environment audit as `doctor` (rldk_engine.forensics.envaudit)."""
     try:
-        from rldk_engine.envaudit import audit_environment
+        from rldk_engine.forensics.envaudit import audit_environment
     except ImportError:  # the audit module is optional at import time
-        return {"error": "rldk_engine.envaudit unavailable"}
+        return {"error": "rldk_engine.forensics.envaudit unavailable"}
     try:
         return audit_environment()
     except Exception as exc:  # an audit failure must not hide the check's result
@@ -680,7 +680,7 @@ def _stderr_tail(path: Path) -> list[str]:
 def _run_stdout_replica(
     index: int, argv: list[str], workdir: Path, launcher: _Launcher, progress: ReplicaProgress
 ) -> ReplicaOutcome:
-    from rldk_engine.parse import LineParser
+    from rldk_engine.ingest.parse import LineParser
 
     parser = LineParser()
     records = []
@@ -734,8 +734,8 @@ def _run_file_replica(
     launcher: _Launcher, progress: ReplicaProgress,
 ) -> ReplicaOutcome:
     from rldk_engine.errors import InputError
-    from rldk_engine.parse import LineParser
-    from rldk_engine.readers import read_run
+    from rldk_engine.ingest.parse import LineParser
+    from rldk_engine.ingest.readers import read_run
 
     stderr_path = workdir / "stderr.log"
     with open(workdir / "stdout.log", "w") as out, open(stderr_path, "w") as err:
@@ -1004,7 +1004,7 @@ def check_runs(
 ) -> DeterminismResult:
     """Compare logs that already exist (one file or run folder per replica)."""
     from rldk_engine.errors import InputError
-    from rldk_engine.readers import read_run
+    from rldk_engine.ingest.readers import read_run
 
     if len(paths) < 2:
         raise DeterminismError(f"--runs needs at least 2 logs (got {len(paths)})")

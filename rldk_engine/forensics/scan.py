@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 
-from . import __version__
+from rldk_engine import __version__
 
 PRESETS = ("auto", "ppo", "grpo")
 BACKENDS = ("process", "ray")
@@ -19,8 +19,8 @@ BACKENDS = ("process", "ray")
 
 def run_entry(run, preset: str = "auto") -> dict:
     """The report entry of an already-read run."""
-    from .detectors import detect, infer_algorithm
-    from .health import health
+    from rldk_engine.forensics.detectors import detect, infer_algorithm
+    from rldk_engine.forensics.health import health
 
     anomalies = detect(run, preset=preset)
     errors = list(run.errors)
@@ -41,14 +41,14 @@ def run_entry(run, preset: str = "auto") -> dict:
 
 def scan_run(source_or_path, preset: str = "auto", fmt: str | None = None) -> dict:
     """Read and scan one run (a path or a readers.Source); raises InputError if unreadable."""
-    from .readers import read_run
+    from rldk_engine.ingest.readers import read_run
 
     return run_entry(read_run(source_or_path, fmt=fmt), preset)
 
 
 def scan_one(source, preset: str = "auto", fmt: str | None = None) -> tuple[dict | None, str | None]:
     """Picklable unit of work: (entry, None), or (None, "path: reason") when unreadable."""
-    from .errors import InputError
+    from rldk_engine.errors import InputError
 
     try:
         return scan_run(source, preset, fmt), None
@@ -76,7 +76,7 @@ def scan_sources(
     """Results in source order; with jobs > 1 chunks of runs go to worker processes,
     with backend="ray" to Ray tasks (integrations.ray_scan; raises RayUnavailable)."""
     if backend == "ray":
-        from .integrations.ray_scan import scan_sources_ray
+        from rldk_engine.integrations.ray_scan import scan_sources_ray
 
         return scan_sources_ray(sources, preset, jobs, fmt, progress, address=ray_address)
     total = len(sources)
@@ -89,7 +89,7 @@ def scan_sources(
                 progress(i + 1, total)
         return results
     # import the work in the parent so forked workers start with it loaded
-    from . import detectors, health, readers  # noqa: F401
+    from rldk_engine.ingest import readers  # noqa: F401
 
     # a few chunks per worker: little pickling overhead, still balanced
     size = max(1, -(-total // (jobs * 4)))
@@ -112,7 +112,7 @@ def scan_paths(
     ray_address: str | None = None,
 ) -> dict:
     """The full scan report: {"tool", "version", "created", "runs", "errors"}."""
-    from .readers import discover_sources
+    from rldk_engine.ingest.readers import discover_sources
 
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r} (use {', '.join(PRESETS)})")
@@ -135,7 +135,7 @@ def scan_paths(
 
 
 def worst_severity(report: dict) -> str | None:
-    from .detectors import SEVERITY_RANK
+    from rldk_engine.forensics.detectors import SEVERITY_RANK
 
     worst = None
     for run in report["runs"]:

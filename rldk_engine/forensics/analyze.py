@@ -187,7 +187,7 @@ class Series:
 
 
 def series(run, name: str) -> Series | None:
-    from .detectors import warmup_points
+    from rldk_engine.forensics.detectors import warmup_points
 
     col = run.columns.get(name)
     if col is None:
@@ -548,9 +548,9 @@ def _components(run, kl_target: float | None) -> list[Component]:
 
 
 def _analyze(run, kl_target: float | None = None, preset: str = "auto"):
-    from . import __version__
-    from .detectors import detect, infer_algorithm
-    from .health import health
+    from rldk_engine import __version__
+    from rldk_engine.forensics.detectors import detect, infer_algorithm
+    from rldk_engine.forensics.health import health
 
     if kl_target is not None and not (math.isfinite(kl_target) and kl_target > 0):
         raise ValueError(f"--kl-target must be a positive number, not {kl_target!r}")
@@ -653,7 +653,7 @@ def metrics_table(run, w: int):
 def timeline_table(run, comps: list[Component], touching: dict[str, list]):
     import pandas as pd
 
-    from .health import SEVERITY_WEIGHT
+    from rldk_engine.forensics.health import SEVERITY_WEIGHT
 
     n = run.n_steps
     k = min(TIMELINE_WINDOWS, n)
@@ -685,7 +685,7 @@ def timeline_table(run, comps: list[Component], touching: dict[str, list]):
 def summary_table(analysis: dict):
     import pandas as pd
 
-    from .detectors import SEVERITY_RANK
+    from rldk_engine.forensics.detectors import SEVERITY_RANK
 
     rows = []
     for name in COMPONENTS:

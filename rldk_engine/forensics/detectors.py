@@ -542,7 +542,7 @@ def detect_grad_imbalance(run) -> list[Anomaly]:
 
 
 def detect_non_finite(run) -> list[Anomaly]:
-    from .metrics import is_canonical
+    from rldk_engine.ingest.metrics import is_canonical
 
     out = []
     for metric, bad_steps in run.nonfinite.items():

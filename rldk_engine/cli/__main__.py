@@ -1,0 +1,3 @@
+from rldk_engine.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Developer tools: synthetic fixtures and detector-quality evaluation."""

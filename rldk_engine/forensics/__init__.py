@@ -1,0 +1,1 @@
+"""Forensics: detectors over stored runs, health scores, scan, analyze, doctor, environment audit."""

@@ -1,0 +1,1 @@
+"""Ingest: the metric alias table, the streaming line parser, Run columns, rank merge, readers."""
