@@ -87,6 +87,9 @@ class MonitorConfig:
     passthrough: bool = True
     stop_signal: int = signal.SIGINT  # the first signal of a stop (a trainer's checkpoint signal)
     watchdog: bool = True  # a helper process stops the trainer if the monitor is SIGKILLed
+    # the CLI: after the run, late INT/TERM/HUP are ignored (the process only prints its
+    # summary and exits with the run's code) instead of restoring handlers that would die
+    ignore_late_signals: bool = False
 
 
 @dataclass
@@ -509,7 +512,7 @@ class Monitor:
     def _restore_signals(self, old) -> None:
         if old:
             for s, h in old.items():
-                signal.signal(s, h)
+                signal.signal(s, signal.SIG_IGN if self.cfg.ignore_late_signals else h)
 
     def _stop_leftovers(self) -> None:
         """The trainer is gone but processes of its tree live on (workers of an OOM-killed
