@@ -215,6 +215,8 @@ class Monitor:
         self.err = sys.stderr.buffer if config.passthrough else None
         # raises RunDirLocked when another monitor writes this run directory
         self.rundir = RunDirWriter(config.run_dir, self.report)
+        assert self.rundir.log_file is not None  # the monitor always keeps monitor.log
+        self.log_file = self.rundir.log_file
         self.control = self.rundir.control
         self.control_path = config.run_dir / CONTROL_JSONL
 
@@ -303,7 +305,7 @@ class Monitor:
         self.rundir.flush()
 
     def handle_line(self, line: bytes) -> None:
-        self.rundir.log_file.add(line if line.endswith(b"\n") else line + b"\n")
+        self.log_file.add(line if line.endswith(b"\n") else line + b"\n")
         text = line.decode("utf-8", errors="replace").rstrip("\r\n")
         record = self.parser.feed(text)
         if record is None:
@@ -345,7 +347,7 @@ class Monitor:
         self.notice = silence_notice(lines, self._sample)
         self._status_dirty = True
         self.say(self.notice)  # --quiet silences stderr only; status.json and monitor.log keep it
-        self.rundir.log_file.add(f"rldk: {self.notice}\n".encode("utf-8", "replace"))
+        self.log_file.add(f"rldk: {self.notice}\n".encode("utf-8", "replace"))
 
     def handle_alerts(self, alerts: list[Alert]) -> None:
         for alert in alerts:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import operator
+import os
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
@@ -632,10 +633,10 @@ class Guard:
     mapped through rldk_engine.ingest.metrics. should_stop stays True once a stop rule fired.
     """
 
-    def __init__(self, preset: str | None = "ppo", rules: list[Rule] | str | Path | None = None):
+    def __init__(self, preset: str | None = "ppo", rules: list[Rule] | str | os.PathLike | None = None):
         if rules is None:
             rule_list = preset_rules(preset or "ppo")
-        elif isinstance(rules, (str, Path)):
+        elif isinstance(rules, (str, os.PathLike)):
             rule_list = load_rules(rules)
         else:
             rule_list = list(rules)
