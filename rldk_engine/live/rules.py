@@ -376,7 +376,7 @@ def _check_depth(text: str, source: str) -> None:
             depth -= 1
 
 
-def load_rules(path: str | Path) -> list[Rule]:
+def load_rules(path: str | os.PathLike) -> list[Rule]:
     """A rules YAML file; every problem is a RulesError with a one-line message. Only a
     regular file is read (a FIFO would block), at most MAX_RULES_BYTES of it."""
     p = Path(path)
