@@ -190,7 +190,7 @@ def test_sigkilled_monitor_leaves_no_unguarded_trainer_and_says_so(tmp_path):
     try:
         wait_for(lambda: len(pids_so_far(out)) == 2 and (run_dir / "status.json").exists()
                  and status(run_dir).get("steps", 0) >= 3)
-        time.sleep(0.6)  # the watchdog has been told about the escaped child
+        time.sleep(1.5)  # the tree walk (every TREE_POLL) told the watchdog about the escaped child
         mon.kill()
         mon.communicate(timeout=20)
     finally:

@@ -62,7 +62,8 @@ BATCH_LINES = 256  # lines handled between two flushes of the artifacts, at most
 QUEUE_LINES = 4096  # reader -> main loop backlog; bounded so a fast writer waits instead of growing memory
 KEEP_ALERTS = 1000  # alerts kept in memory for the summary; all of them are in alerts.jsonl
 CONTROL_POLL = 0.1
-TREE_POLL = 0.25  # seconds between two walks of the trainer's process tree
+TREE_POLL = 1.0  # seconds between two walks of the trainer's process tree (~5 ms each; the
+# stop and the exit walk it again, so this only bounds what the watchdog knows)
 FOLLOW_POLL = 0.05
 KEY_METRICS = ("kl", "approx_kl", "reward_mean", "entropy", "clip_frac", "grad_norm")
 SILENCE_LINES = 200  # lines read without one metric before the monitor says so
