@@ -22,7 +22,6 @@ Standard library only (the monitor's hot path).
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -49,6 +48,8 @@ def _prctl(option: int, arg: int) -> bool:
         return False
     try:
         if _libc is None:
+            import ctypes  # only where prctl exists, and only when a trainer is spawned
+
             _libc = ctypes.CDLL(None, use_errno=True)
         return _libc.prctl(option, arg, 0, 0, 0) == 0
     except (OSError, AttributeError):
@@ -339,7 +340,7 @@ class ProcessGroup:
 
 
 _WATCHDOG = r"""
-import json, os, secrets, signal, sys, time
+import json, os, signal, sys, time
 args = json.loads(sys.argv[1])
 pgid, status_path, grace, monitor = args["pgid"], args["status"], args["grace"], args["monitor"]
 leader_start = args["leader_start"]
@@ -424,7 +425,7 @@ if status.get("state") in (None, "starting", "running", "stopping"):
     status.update(state="lost", stop_reason=status.get("stop_reason") or "monitor_lost",
                   updated=time.time(), notice=what)
     status.setdefault("errors", []).append(what)
-    tmp = "%s.%s.tmp" % (os.path.join(os.path.dirname(status_path), "." + os.path.basename(status_path)), secrets.token_hex(8))
+    tmp = "%s.%s.tmp" % (os.path.join(os.path.dirname(status_path), "." + os.path.basename(status_path)), os.urandom(8).hex())
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o664)
         with os.fdopen(fd, "w") as fh:

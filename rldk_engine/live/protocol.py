@@ -21,7 +21,6 @@ from __future__ import annotations
 import errno
 import math
 import os
-import secrets
 import stat
 import time
 from pathlib import Path
@@ -166,7 +165,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     directory, created exclusively (O_EXCL|O_NOFOLLOW): another user who can write to the
     directory can neither pre-create nor redirect it."""
     for _ in range(16):
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+        tmp = path.with_name(f".{path.name}.{os.urandom(8).hex()}.tmp")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
                          | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
