@@ -174,6 +174,7 @@ class ProcessGroup:
         info = proc_info(self.pid)
         self.start = info.start if info is not None else None
         self.known: dict[int, int] = {}  # descendant pid -> start time, once seen
+        self._lock = threading.RLock()  # the loop's walk and the stopper thread's share `known`
         self.escaped_seen = False
         with _registry_lock:
             _OWN_CHILDREN.add(self.pid)
@@ -199,49 +200,55 @@ class ProcessGroup:
 
     def refresh(self, table: dict[int, ProcInfo] | None = None) -> dict[int, ProcInfo]:
         """Walk /proc and remember every descendant (with its start time): children of the
-        trainer's tree, and orphans re-parented to us that no other group of ours claims."""
+        trainer's tree, descendants remembered before (a setsid daemon whose parent exited
+        may have been re-parented anywhere), and orphans re-parented to us (subreaper) that
+        no other group of ours could own. Dead entries are forgotten, our zombies reaped."""
         table = proc_table() if table is None else table
         if not table:
             return table
+        me = os.getpid()
         children: dict[int, list[int]] = {}
         for pid, info in table.items():
             children.setdefault(info.ppid, []).append(pid)
-        roots = [self.pid] + [p for p in self.known if p in table]
         with _registry_lock:
             others = _OWN_CHILDREN - {self.pid}
             alone = len(_ACTIVE_GROUPS) <= 1
-        if alone:  # an orphan re-parented to us is ours when no other group could own it
-            for pid in children.get(os.getpid(), ()):
-                info = table[pid]
-                if pid not in others and pid != self.pid and (self.start is None or info.start >= self.start):
-                    roots.append(pid)
-        seen = set()
-        stack = list(roots)
-        while stack:
-            pid = stack.pop()
-            if pid in seen or pid not in table:
-                continue
-            seen.add(pid)
-            if pid != self.pid:
-                known = self.known.get(pid)
-                if known is None:
-                    self.known[pid] = table[pid].start
-                elif known != table[pid].start:  # recycled pid: not ours any more
+        with self._lock:
+            for pid, start in list(self.known.items()):  # forget the dead and the recycled
+                now = table.get(pid)
+                if now is None or now.start != start:
                     del self.known[pid]
+                elif now.state == "Z" and now.ppid == me:
+                    self._reap(pid)
+            roots = [self.pid, *self.known]
+            if alone:  # an orphan re-parented to us is ours when no other group could own it
+                roots += [pid for pid in children.get(me, ())
+                          if pid not in others and pid != self.pid
+                          and (self.start is None or table[pid].start >= self.start)]
+            seen: set[int] = set()
+            stack = roots
+            while stack:
+                pid = stack.pop()
+                if pid in seen or pid not in table:
                     continue
-            stack.extend(children.get(pid, ()))
+                seen.add(pid)
+                if pid != self.pid:
+                    self.known[pid] = table[pid].start
+                stack.extend(children.get(pid, ()))
         return table
+
+    @staticmethod
+    def _reap(pid: int) -> None:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except OSError:  # not our child (or already reaped)
+            pass
 
     def _live_known(self, table: dict[int, ProcInfo]) -> list[int]:
         """Remembered descendants that still run as the same process (pid and start time)."""
-        alive = []
-        for pid, start in list(self.known.items()):
-            info = table.get(pid)
-            if info is None or info.start != start:
-                self.known.pop(pid, None)
-            elif info.state != "Z":
-                alive.append(pid)
-        return alive
+        with self._lock:
+            return [pid for pid, start in self.known.items()
+                    if (info := table.get(pid)) is not None and info.start == start and info.state != "Z"]
 
     def escaped(self, table: dict[int, ProcInfo] | None = None) -> list[int]:
         """Live descendants outside the trainer's process group (setsid, setpgid)."""
@@ -263,13 +270,10 @@ class ProcessGroup:
 
     def _reap_orphans(self) -> None:
         """Descendants re-parented to us (subreaper) are our zombies to collect."""
-        for pid in list(self.known):
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-            except OSError:
-                pass
+        with self._lock:
+            pids = list(self.known)
+        for pid in pids:
+            self._reap(pid)
 
     # -- signals
 
@@ -468,7 +472,10 @@ class Watchdog:
         """Tell the watchdog about descendants it does not know yet."""
         if self.proc is None or self.proc.stdin is None:
             return
-        new = {p: s for p, s in self.group.known.items() if self._sent.get(p) != s}
+        with self.group._lock:
+            known = dict(self.group.known)
+        self._sent = {p: s for p, s in self._sent.items() if known.get(p) == s}  # forget the dead
+        new = {p: s for p, s in known.items() if self._sent.get(p) != s}
         if not new:
             return
         data = b"".join(b"pid %d %d\n" % (p, s) for p, s in new.items())
