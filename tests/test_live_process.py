@@ -268,3 +268,31 @@ def test_process_group_sends_the_checkpoint_signal_first(tmp_path):
     finally:
         group.send(signal.SIGKILL)
         group.close()
+
+
+def test_a_recycled_pid_is_forgotten_never_claimed():
+    """Never a wrong kill: a descendant is remembered with its start time; when its pid
+    comes back as another process (another parent, another start) it is not ours."""
+    from rldk_engine.live.process import ProcInfo
+
+    group = ProcessGroup.spawn([PY, "-c", "import time; time.sleep(30)"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        me, leader, start = os.getpid(), group.pid, group.start or 0
+        worker, daemon = 4_000_001, 4_000_002  # beyond pid_max: never real processes
+        table = {leader: ProcInfo((me, leader, "S", start)),
+                 worker: ProcInfo((leader, leader, "S", start + 1)),
+                 daemon: ProcInfo((worker, daemon, "S", start + 2))}  # setsid: its own group
+        group.refresh(table)
+        assert group.known == {worker: start + 1, daemon: start + 2}
+        # the worker exits, the daemon is re-parented to init, and the worker's pid is
+        # reused by an unrelated process
+        table = {leader: ProcInfo((me, leader, "S", start)),
+                 worker: ProcInfo((1, worker, "S", start + 99)),
+                 daemon: ProcInfo((1, daemon, "S", start + 2))}
+        assert group.escaped(table) == [daemon]
+        assert group.known == {daemon: start + 2}
+    finally:
+        group.send(signal.SIGKILL)
+        group.wait()
+        group.close()
