@@ -258,15 +258,28 @@ class ProcessGroup:
         return out
 
     def alive(self) -> bool:
-        """Any process of the group, or any remembered descendant, still running."""
+        """Any process of the group, or any remembered descendant, still running. Cheap
+        while the group is gone (no /proc walk): the stop polls it at 50 Hz."""
         self.proc.poll()  # reap our child so it is not a zombie group member
         self._reap_orphans()
-        table = proc_table()
-        if not table:  # no /proc: the group signal test is all we have
-            return group_alive(self.pgid)
-        if any(info.pgid == self.pgid and info.state != "Z" for info in table.values()):
-            return True
-        return bool(self.escaped(table))
+        try:
+            os.killpg(self.pgid, 0)
+            members = True
+        except ProcessLookupError:
+            members = False
+        except PermissionError:
+            members = True
+        if members:
+            table = proc_table()
+            if not table:  # no /proc: the group signal test is all we have
+                return True
+            if any(info.pgid == self.pgid and info.state != "Z" for info in table.values()):
+                return True
+            return bool(self.escaped(table))
+        with self._lock:
+            known = list(self.known.items())
+        return any((info := proc_info(pid)) is not None and info.start == start and info.state != "Z"
+                   for pid, start in known)
 
     def _reap_orphans(self) -> None:
         """Descendants re-parented to us (subreaper) are our zombies to collect."""
@@ -298,8 +311,9 @@ class ProcessGroup:
     def escalate(self, plan: Sequence[tuple[int, float]],
                  on_signal: Callable[[int], None] | None = None) -> bool:
         """Send each signal of the plan and wait its grace; True once everything is gone."""
-        for sig, grace in plan:
-            if not self.alive():
+        for index, sig_grace in enumerate(plan):
+            sig, grace = sig_grace
+            if index and not self.alive():  # the first signal goes out at once
                 return True
             if on_signal is not None:
                 on_signal(sig)
