@@ -522,7 +522,7 @@ class Monitor:
         or crashed trainer, setsid daemons): they are orphans holding GPUs, so end them."""
         if self.group is None:
             return
-        if self.group.alive():
+        if self.group.has_leftovers():
             self.report(f"trainer exited but processes of its tree (group {self.group.pgid}) "
                         "were still running; stopping them")
             self.group.stop_leftovers(self.cfg.grace_term)

@@ -327,11 +327,18 @@ class ProcessGroup:
              on_signal: Callable[[int], None] | None = None) -> bool:
         return self.escalate(stop_plan(first_signal, grace, term_grace, kill_wait), on_signal)
 
+    def has_leftovers(self) -> bool:
+        """After the leader exited: does anything of its tree still run? One full walk, so
+        daemons re-parented to us since the last walk are found too."""
+        self.proc.poll()
+        self.refresh()
+        return self.alive()
+
     def stop_leftovers(self, term_grace: float = 0.5, kill_wait: float = KILL_WAIT) -> bool:
         """After the trainer exited: processes of its tree still running (workers of a
         crashed trainer, setsid daemons) are orphans holding GPUs; end them. False when
         there were none."""
-        if not self.alive():
+        if not self.has_leftovers():
             return False
         self.escalate([(int(signal.SIGTERM), term_grace), (int(signal.SIGKILL), kill_wait)])
         return True
