@@ -184,8 +184,14 @@ class ProcessGroup:
     def spawn(cls, args: Sequence[str], *, env: dict[str, str] | None = None,
               cwd: str | os.PathLike | None = None, stdin: Any = subprocess.DEVNULL,
               stdout: Any = subprocess.PIPE, stderr: Any = subprocess.PIPE, bufsize: int = -1,
-              death_signal: int | None = signal.SIGTERM, subreaper: bool = True) -> "ProcessGroup":
-        """Start `args` in a new session. Raises OSError when it cannot be started."""
+              death_signal: int | None = signal.SIGTERM, subreaper: bool = True,
+              **popen_kwargs: Any) -> "ProcessGroup":
+        """Start `args` in a new session. Raises OSError when it cannot be started.
+
+        death_signal: sent to the leader by the kernel if this process dies (Linux); None
+            for none. subreaper: make this process the child subreaper (Linux), so escaped
+            descendants can still be found. popen_kwargs (text, errors, encoding, ...) go
+            to subprocess.Popen as they are."""
         if subreaper:
             set_child_subreaper()
         preexec = None
@@ -193,7 +199,7 @@ class ProcessGroup:
             preexec = _death_signal_preexec(int(death_signal), os.getpid())
         proc = subprocess.Popen(list(args), stdin=stdin, stdout=stdout, stderr=stderr,
                                 start_new_session=True, env=env, cwd=cwd, bufsize=bufsize,
-                                preexec_fn=preexec)
+                                preexec_fn=preexec, **popen_kwargs)
         return cls(proc)
 
     # -- membership
