@@ -387,6 +387,7 @@ class RunDirWriter:
             make_run_dir(self.run_dir)
         except OSError as exc:
             report(f"cannot create run dir {self.run_dir}: {os_reason(exc)}")
+            lock = False  # nothing to lock; the files below report themselves
         if lock:
             try:
                 self.lock.acquire()
