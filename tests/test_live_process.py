@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import assert_all_gone, reported_pids
 
 from rldk_engine.live.process import ProcessGroup, stop_plan
 
@@ -57,34 +58,6 @@ def daemon():
 
 def child(body: str) -> list[str]:
     return [PY, "-c", PRELUDE + textwrap.dedent(body)]
-
-
-def reported_pids(stdout: bytes) -> list[int]:
-    return [int(line.split()[1]) for line in stdout.decode(errors="replace").splitlines()
-            if line.startswith("pid ")]
-
-
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
-
-
-def assert_all_gone(pids: list[int], expected: int, within: float = 5.0) -> None:
-    assert len(pids) == expected, f"trainer reported {pids}"
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline and not all(map(gone, pids)):
-        time.sleep(0.05)
-    alive = [p for p in pids if not gone(p)]
-    for p in alive:  # never leave them to the rest of the suite
-        os.kill(p, signal.SIGKILL)
-    assert not alive, f"left running: {alive}"
 
 
 def status(run_dir: Path) -> dict:
