@@ -253,13 +253,13 @@ def test_100mb_partial_control_line_costs_bounded_work_per_poll(tmp_path):
         took = time.monotonic() - started
     finally:
         os.read = original
-    assert max(reads) <= protocol.CONTROL_READ_MAX
+    assert max(reads) <= protocol.CONTROL_SKIP_READ  # bounded memory per poll
     assert took < 5
     assert len(channel.tail.partial) <= protocol.CONTROL_MAX_LINE  # never held whole
     with open(path, "ab") as fh:
         fh.write(b'\n{"action": "stop"}\n')
     seen: list[dict] = []
-    for _ in range(500):  # the rest of the long line is skipped, then the command is read
+    for _ in range(20):  # the rest of the long line is skipped, then the command is read
         seen += channel.poll()
         if seen:
             break

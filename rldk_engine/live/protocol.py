@@ -45,6 +45,7 @@ STATUS_MIN_INTERVAL = 0.5  # seconds between two status.json writes, unless forc
 STATUS_MAX_BYTES = 4 << 20  # a larger status.json is not ours: read as "not yet"
 CONTROL_MAX_LINE = 64 << 10  # a longer control line is skipped, never held in memory
 CONTROL_READ_MAX = 256 << 10  # bytes of control.jsonl read per poll
+CONTROL_SKIP_READ = 8 << 20  # ... while skipping an overlong line (only a newline search)
 
 # status.json "state"
 STATES = ("starting", "running", "stopping", "stopped", "exited", "failed", "lost")
@@ -441,7 +442,9 @@ class ControlChannel:
         if self.disabled:
             return []
         try:
-            lines = self.tail.read_lines(CONTROL_READ_MAX)
+            # inside an overlong line nothing is kept, so larger reads cost only a newline
+            # search: a 100 MB line is skipped in about a second of polls, not minutes
+            lines = self.tail.read_lines(CONTROL_SKIP_READ if self.tail.skipping else CONTROL_READ_MAX)
         except OSError as exc:
             self.disabled = True  # a FIFO or a symlink: never read it again
             self.report(f"{self.path}: {os_reason(exc)}; control commands are ignored")
