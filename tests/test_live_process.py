@@ -253,16 +253,16 @@ def test_a_recycled_pid_is_forgotten_never_claimed():
     try:
         me, leader, start = os.getpid(), group.pid, group.start or 0
         worker, daemon = 4_000_001, 4_000_002  # beyond pid_max: never real processes
-        table = {leader: ProcInfo((me, leader, "S", start)),
-                 worker: ProcInfo((leader, leader, "S", start + 1)),
-                 daemon: ProcInfo((worker, daemon, "S", start + 2))}  # setsid: its own group
+        table = {leader: ProcInfo(me, leader, "S", start),
+                 worker: ProcInfo(leader, leader, "S", start + 1),
+                 daemon: ProcInfo(worker, daemon, "S", start + 2)}  # setsid: its own group
         group.refresh(table)
         assert group.known == {worker: start + 1, daemon: start + 2}
         # the worker exits, the daemon is re-parented to init, and the worker's pid is
         # reused by an unrelated process
-        table = {leader: ProcInfo((me, leader, "S", start)),
-                 worker: ProcInfo((1, worker, "S", start + 99)),
-                 daemon: ProcInfo((1, daemon, "S", start + 2))}
+        table = {leader: ProcInfo(me, leader, "S", start),
+                 worker: ProcInfo(1, worker, "S", start + 99),
+                 daemon: ProcInfo(1, daemon, "S", start + 2)}
         assert group.escaped(table) == [daemon]
         assert group.known == {daemon: start + 2}
     finally:

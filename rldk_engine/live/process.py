@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 KILL_WAIT = 2.0  # seconds to wait for the kernel after SIGKILL
 POLL = 0.02  # a /proc walk costs ~5 ms: poll the group at 50 Hz while stopping
@@ -72,26 +72,13 @@ def _death_signal_preexec(sig: int, parent: int) -> Callable[[], None]:
 # ----------------------------------------------------------------------------- /proc
 
 
-class ProcInfo(tuple):
-    """(ppid, pgid, state, starttime) of one process from /proc/PID/stat."""
+class ProcInfo(NamedTuple):
+    """One process as /proc/PID/stat shows it."""
 
-    __slots__ = ()
-
-    @property
-    def ppid(self) -> int:
-        return self[0]
-
-    @property
-    def pgid(self) -> int:
-        return self[1]
-
-    @property
-    def state(self) -> str:
-        return self[2]
-
-    @property
-    def start(self) -> int:
-        return self[3]
+    ppid: int
+    pgid: int
+    state: str  # "R", "S", ... "Z" for a zombie
+    start: int  # start time in clock ticks since boot: (pid, start) names one process
 
 
 def proc_info(pid: int) -> ProcInfo | None:
@@ -102,7 +89,7 @@ def proc_info(pid: int) -> ProcInfo | None:
         return None
     rest = stat[stat.rfind(b")") + 2:].split()
     try:
-        return ProcInfo((int(rest[1]), int(rest[2]), rest[0].decode(), int(rest[19])))
+        return ProcInfo(int(rest[1]), int(rest[2]), rest[0].decode(), int(rest[19]))
     except (IndexError, ValueError):
         return None
 
@@ -175,7 +162,6 @@ class ProcessGroup:
         self.start = info.start if info is not None else None
         self.known: dict[int, int] = {}  # descendant pid -> start time, once seen
         self._lock = threading.RLock()  # the loop's walk and the stopper thread's share `known`
-        self.escaped_seen = False
         with _registry_lock:
             _OWN_CHILDREN.add(self.pid)
             _ACTIVE_GROUPS.add(self)
@@ -260,7 +246,6 @@ class ProcessGroup:
         """Live descendants outside the trainer's process group (setsid, setpgid)."""
         table = self.refresh(table)
         out = [p for p in self._live_known(table) if table[p].pgid != self.pgid]
-        self.escaped_seen = self.escaped_seen or bool(out)
         return out
 
     def alive(self) -> bool:
