@@ -45,11 +45,21 @@ def _run_dirs() -> list[Path]:
 
 
 def _log_files(run_dir: Path) -> list[Path]:
-    return sorted(p for p in run_dir.iterdir() if p.is_file() and p.name not in SIDE_FILES)
+    """The log files of a folder (a W&B run folder inside it counts with all its files)."""
+    files = (p for p in run_dir.rglob("*") if p.is_file())
+    return sorted(p for p in files if p.parent != run_dir or p.name not in SIDE_FILES)
+
+
+def _wandb_dirs(run_dir: Path) -> list[Path]:
+    return sorted(p for p in run_dir.iterdir() if p.is_dir() and p.name.startswith(("run-", "offline-run-")))
 
 
 def _read(run_dir: Path):
-    """One Run per folder: all TensorBoard event files together, else the single log file."""
+    """One Run per folder: a W&B run folder, all TensorBoard event files together, or the single log."""
+    wandb_dirs = _wandb_dirs(run_dir)
+    if wandb_dirs:
+        assert len(wandb_dirs) == 1, f"{run_dir.name}: more than one W&B run folder"
+        return read_run(wandb_dirs[0])
     logs = _log_files(run_dir)
     events = [str(p) for p in logs if ".tfevents" in p.name]
     if events:
@@ -92,7 +102,8 @@ def test_provenance_names_repo_commit_and_licence(run_dir: Path):
     assert re.search(r"Commit: [0-9a-f]{40}\b", text), "no full commit hash"
     assert re.search(r"Licence: \S", text), "no licence line"
     for log in _log_files(run_dir):
-        assert f"`{log.name}`" in text, f"{log.name} has no path-in-repository entry"
+        rel = log.relative_to(run_dir).as_posix()
+        assert f"`{rel}`" in text, f"{rel} has no path-in-repository entry"
 
 
 @pytest.mark.parametrize("run_dir", RUN_DIRS, ids=IDS)
