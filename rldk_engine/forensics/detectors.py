@@ -59,14 +59,16 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-SEVERITIES = ("info", "warning", "critical")
-SEVERITY_RANK = {name: i for i, name in enumerate(SEVERITIES)}
+from rldk_engine.constants import MAD_TO_SIGMA, NOISE_SIGMA, SEVERITY_ORDER, SEVERITY_RANK
+from rldk_engine.rulebook import RULES
+
+SEVERITIES = SEVERITY_ORDER
+
 
 TRAILING = 30  # points in the trailing baseline window
 MAX_BLOCKS = 1024  # longer series are reduced to block statistics first
 MIN_BLOCK = 16
 MAX_INFO_PER_METRIC = 10  # keep the largest isolated blips only: few, precise findings
-MAD_TO_SIGMA = 1.4826
 LENGTH_ALONE = 2.5  # length growth that is an explosion even without truncation data
 ENTROPY_LAG = 3 * TRAILING
 HACK_LAG = 4 * TRAILING  # reward_hacking compares with the level this many points back
@@ -158,7 +160,7 @@ def _diff_sigma(x: np.ndarray) -> float:
     d = np.diff(x)
     if d.size > 8_000:  # a strided sample estimates a median just as well
         d = d[:: d.size // 8_000]
-    return float(MAD_TO_SIGMA * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0))
+    return float(NOISE_SIGMA * np.median(np.abs(d - np.median(d))))
 
 
 def _rolling_trailing(v: np.ndarray, window: int, warm: int) -> tuple[np.ndarray, np.ndarray]:
@@ -857,27 +859,40 @@ _PPO = frozenset({"ppo"})
 _BOTH = frozenset({"ppo", "grpo"})
 _GRPO = frozenset({"grpo"})
 
-DETECTORS: dict[str, Detector] = {
-    d.rule: d
-    for d in (
-        Detector("kl_spike", detect_kl_spike, _BOTH, ("kl",)),
-        Detector("kl_controller_drift", detect_kl_controller_drift, _PPO, ("kl", "kl_coef")),
-        Detector("approx_kl_high", detect_approx_kl_high, _BOTH, ("approx_kl",)),
-        Detector("advantage_bias", detect_advantage_bias, _PPO, ("advantage_mean",)),
-        Detector("entropy_collapse", detect_entropy_collapse, _BOTH, ("entropy",)),
-        Detector("grad_norm_spike", detect_grad_norm_spike, _BOTH, ("grad_norm",)),
-        Detector("grad_imbalance", detect_grad_imbalance, _PPO, ("grad_norm", "value_grad_norm")),
-        Detector("non_finite", detect_non_finite, _BOTH, ()),
-        Detector("reward_hacking", detect_reward_hacking, _BOTH,
-                 ("reward_mean", "response_len_mean", "kl")),
-        Detector("reward_collapse", detect_reward_collapse, _BOTH, ("reward_mean",)),
-        Detector("clip_frac_high", detect_clip_frac_high, _BOTH, ("clip_frac",)),
-        Detector("length_explosion", detect_length_explosion, _BOTH, ("response_len_mean",)),
-        Detector("length_collapse", detect_length_collapse, _BOTH, ("response_len_mean",)),
-        Detector("zero_std_groups", detect_zero_std_groups, _GRPO, ("frac_reward_zero_std",)),
-        Detector("value_divergence", detect_value_divergence, _PPO, ("value_loss",)),
-    )
-}
+DETECTORS: dict[str, Detector] = {}
+
+
+def register(detector: Detector) -> Detector:
+    """Register a detector against its rulebook id (one detector per id)."""
+    if detector.rule not in RULES:
+        raise ValueError(f"detector for unknown rule id {detector.rule!r} (add it to rulebook.py)")
+    if RULES[detector.rule].live_only:
+        raise ValueError(f"rule {detector.rule!r} is live-only in the rulebook")
+    if detector.rule in DETECTORS:
+        raise ValueError(f"two detectors for rule {detector.rule!r}")
+    DETECTORS[detector.rule] = detector
+    return detector
+
+
+for _det in (
+    Detector("kl_spike", detect_kl_spike, _BOTH, ("kl",)),
+    Detector("kl_controller_drift", detect_kl_controller_drift, _PPO, ("kl", "kl_coef")),
+    Detector("approx_kl_high", detect_approx_kl_high, _BOTH, ("approx_kl",)),
+    Detector("advantage_bias", detect_advantage_bias, _PPO, ("advantage_mean",)),
+    Detector("entropy_collapse", detect_entropy_collapse, _BOTH, ("entropy",)),
+    Detector("grad_norm_spike", detect_grad_norm_spike, _BOTH, ("grad_norm",)),
+    Detector("grad_imbalance", detect_grad_imbalance, _PPO, ("grad_norm", "value_grad_norm")),
+    Detector("non_finite", detect_non_finite, _BOTH, ()),
+    Detector("reward_hacking", detect_reward_hacking, _BOTH,
+             ("reward_mean", "response_len_mean", "kl")),
+    Detector("reward_collapse", detect_reward_collapse, _BOTH, ("reward_mean",)),
+    Detector("clip_frac_high", detect_clip_frac_high, _BOTH, ("clip_frac",)),
+    Detector("length_explosion", detect_length_explosion, _BOTH, ("response_len_mean",)),
+    Detector("length_collapse", detect_length_collapse, _BOTH, ("response_len_mean",)),
+    Detector("zero_std_groups", detect_zero_std_groups, _GRPO, ("frac_reward_zero_std",)),
+    Detector("value_divergence", detect_value_divergence, _PPO, ("value_loss",)),
+):
+    register(_det)
 
 _GRPO_MARKERS = ("frac_reward_zero_std",)
 _GRPO_KEY_PREFIXES = ("completions/", "num_tokens", "rewards/", "clip_ratio/")

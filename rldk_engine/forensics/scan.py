@@ -12,6 +12,7 @@ from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 
 from rldk_engine import __version__
+from rldk_engine.constants import SEVERITY_RANK
 
 PRESETS = ("auto", "ppo", "grpo")
 BACKENDS = ("process", "ray")
@@ -135,8 +136,6 @@ def scan_paths(
 
 
 def worst_severity(report: dict) -> str | None:
-    from rldk_engine.forensics.detectors import SEVERITY_RANK
-
     worst = None
     for run in report["runs"]:
         for a in run["anomalies"]:

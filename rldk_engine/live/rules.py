@@ -29,9 +29,10 @@ from pathlib import Path
 from statistics import median
 from typing import Any, Iterable
 
+from rldk_engine.constants import MAD_TO_SIGMA, SEVERITY_ORDER
 from rldk_engine.ingest.metrics import canonical_name  # the alias table: standard library only
 
-SEVERITIES = ("info", "warning", "critical")
+SEVERITIES = SEVERITY_ORDER
 ACTIONS = ("warn", "stop")
 CONDITION_KINDS = ("threshold", "abs", "non_finite", "baseline", "stall")
 OPS = (">", ">=", "<", "<=")
@@ -40,8 +41,6 @@ BASELINE_MODES = ("rolling", "initial")
 PRESETS = ("ppo", "grpo")
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
-# 1.4826 * MAD estimates a standard deviation for normal data.
-MAD_TO_SIGMA = 1.4826
 
 
 class RulesError(ValueError):
