@@ -30,7 +30,7 @@ def scan_command(
         err.print(f"rldk-engine scan: {message}", markup=False)
         raise typer.Exit(2)
 
-    from rldk_engine.forensics.scan import BACKENDS, PRESETS
+    from rldk_engine.forensics.backends import BACKENDS, PRESETS
     from rldk_engine.ingest.readers import FORMATS
 
     if preset not in PRESETS:
