@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from rldk_engine.cli import app
-from rldk_engine.forensics.scan import scan_paths
 from rldk_engine.forensics.backends import ScanOptions
+from rldk_engine.forensics.scan import scan_paths
 from rldk_engine.integrations.ray_scan import RayBackend, RayUnavailable
 
 
