@@ -79,8 +79,7 @@ def _print_doctor(result) -> None:
         health = run.get("health", {})
         runs.add_row(run["run_id"], str(run.get("n_steps", "")), str(len(serious)),
                      str(len(anomalies) - len(serious)),
-                     f"{health.get('overall', float('nan')):.2f}",
-                     f"{health.get('stability', float('nan')):.2f}")
+                     _score(health.get('overall')), _score(health.get('stability')))
         for a in serious:
             findings.add_row(run["run_id"], a["rule"], f"{a['start_step']}-{a['end_step']}",
                              a["severity"], a["fix"])
@@ -146,3 +145,7 @@ def register(app: typer.Typer) -> None:
     app.command("doctor")(doctor_command)
     app.command("matrix")(matrix_command)
     app.command("eval-detectors")(eval_detectors_command)
+
+
+def _score(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
