@@ -168,7 +168,13 @@ def _diff_sigma(x: np.ndarray) -> float:
 
 
 def _rolling_trailing(v: np.ndarray, window: int, warm: int) -> tuple[np.ndarray, np.ndarray]:
-    """Median and MAD of v[i-window:i] for each i; early points use the first clean window."""
+    """Median and MAD of v[i-window:i] for each i; early points use the first clean window.
+
+    The first clean window (the `window` points after warm-up) is the only look-ahead: a
+    ramp at the start of training (KL rising from 0) would otherwise read as a spike
+    against the few points before it. Once a run is longer than warm-up + window, the
+    baseline of a step range no longer changes as the run grows.
+    """
     m = v.size
     start = min(warm, max(m - 3, 0))
     ref = v[start:]
@@ -703,10 +709,12 @@ def detect_reward_collapse(run) -> list[Anomaly]:
     warm = warmup_points(x.size)
     med, sigma = trailing_baseline(x, warm)
     smooth = _trailing_median(x, 3)
-    peak = np.maximum.accumulate(smooth)
-    peak_at = _running_argmax(smooth)
-    low_before_peak = np.minimum.accumulate(smooth)[peak_at]
-    achieved = peak - np.minimum.accumulate(smooth)  # the range reached so far (causal)
+    # levels held for a while, not single noisy points, define the peak and the gains
+    level = _trailing_median(x, 9)
+    peak = np.maximum.accumulate(level)
+    peak_at = _running_argmax(level)
+    low_before_peak = np.minimum.accumulate(level)[peak_at]
+    achieved = peak - np.minimum.accumulate(level)  # the range reached so far (causal)
     noise = diff_sigma(x)
     initial = _initial_level(x)
     lag = np.clip(np.arange(x.size) - TRAILING, 0, None)
@@ -715,8 +723,8 @@ def detect_reward_collapse(run) -> list[Anomaly]:
     z_fall = ((drop > 6 * sigma) | (drop_lag > 6 * sigma[lag])) & big
     z_fall[:warm] = False
     gains = peak - low_before_peak
-    lost_gains = (gains > 6 * noise) & (smooth < peak - 0.5 * gains) & (
-        peak - smooth > REWARD_COLLAPSE_RANGE * achieved)
+    lost_gains = (gains > 6 * noise) & (level < peak - 0.5 * gains) & (
+        peak - level > REWARD_COLLAPSE_RANGE * achieved)
     from_start = (initial > 0) & (smooth < 0.5 * initial) & (initial - smooth > 6 * noise)
     from_start[0] = False
     hit = z_fall | lost_gains | from_start
@@ -864,6 +872,10 @@ def detect_length_collapse(run) -> list[Anomaly]:
     med, _ = trailing_baseline(x, warm)
     early = _early_level(x, warm)
     hit = (x < 0.4 * med) | (x < 0.25 * early)
+    # a collapse falls from a length the run actually reached before (the early baseline
+    # looks ahead, so a run whose lengths then grow must not read as collapsed before)
+    reached = np.maximum.accumulate(np.r_[x[0], x[:-1]])
+    hit &= x < 0.5 * reached
     hit[:warm] = False
 
     def stay(i0: int, idx: np.ndarray) -> np.ndarray:
