@@ -73,6 +73,11 @@ LENGTH_ALONE = 2.5  # length growth that is an explosion even without truncation
 ENTROPY_LAG = 3 * TRAILING
 HACK_LAG = 4 * TRAILING  # reward_hacking compares with the level this many points back
 REWARD_COLLAPSE_RANGE = 0.3  # a collapse loses at least this part of the range achieved
+NEGATIVE_KL = 0.05  # nats below zero that no estimator noise explains
+NEGATIVE_KL_GAP = 7  # negative estimates at most this many points apart: one window
+SPIKE_GAP = 4  # spikes at most this many points apart form one window
+NONFINITE_GAP = 9  # non-finite values at most this many finite points apart: one window
+NONFINITE_CRITICAL = 5  # this many in one window is critical (wasting compute)
 ENTROPY_FLOOR_NATS = 0.01  # a discrete policy this close to 0 nats is (near) deterministic
 ENTROPY_FLOOR_FRACTION = 0.02  # ... and 50x below where the run started
 CONTINUOUS_MARKERS = ("train/std", "std", "action_std", "policy/std", "train/log_std")
@@ -376,7 +381,9 @@ def _spike_rule(run, rule: str, metric: str, log_space: bool, min_ratio: float,
     def stay(i0: int, idx: np.ndarray) -> np.ndarray:
         return v[idx] > med[i0] + 3 * sigma[i0]
 
-    windows = extend_windows(hit_windows(hit), stay, x.size)
+    # m-of-n: spikes a few points apart are one intermittent fault (1e19, inf, 1e5, ...),
+    # each still counted as a point of evidence; a lone spike that heals stays info
+    windows = extend_windows(hit_windows(hit, max_gap=SPIKE_GAP), stay, x.size)
     return _windows_to_anomalies(
         rule, metric, steps, x, base, windows, warm, persist=3, long=20, strong=hit,
         is_extreme=lambda p, b: p > 10 * max(b, 1e-12) if log_space else p > 5 * max(b, 1e-12),
@@ -385,7 +392,41 @@ def _spike_rule(run, rule: str, metric: str, log_space: bool, min_ratio: float,
 
 
 def detect_kl_spike(run) -> list[Anomaly]:
-    return _spike_rule(run, "kl_spike", "kl", log_space=False, min_ratio=3.0, abs_margin=0.005)
+    """KL far above its own baseline; per-sequence KL (kl_seq, TRL PPO's objective/kl) is
+    judged against its own baseline only, never against a per-token level; and KL
+    estimates below zero (impossible for a true KL) counted m-of-n."""
+    out = _spike_rule(run, "kl_spike", "kl", log_space=False, min_ratio=3.0, abs_margin=0.005)
+    if "kl" not in run.columns or _series(run, "kl") is None:
+        out += _spike_rule(run, "kl_spike", "kl_seq", log_space=False, min_ratio=3.0, abs_margin=0.1)
+    for metric in ("kl", "kl_seq"):
+        out += _negative_kl(run, metric)
+    return out
+
+
+def _negative_kl(run, metric: str) -> list[Anomaly]:
+    """A KL estimate below zero beyond its noise: the k1 estimator is dominated by a large
+    mismatch between the sampling and the trained policy. Several within a short span
+    (m-of-n) are a finding; one is info."""
+    ser = _series(run, metric)
+    if ser is None:
+        return []
+    steps, x = ser
+    noise = diff_sigma(x[x >= 0]) if (x >= 0).sum() >= 3 else 0.0
+    neg = x < -max(NEGATIVE_KL, 3 * noise)
+    out = []
+    for i0, i1 in hit_windows(neg, max_gap=NEGATIVE_KL_GAP):
+        n_neg = int(neg[i0 : i1 + 1].sum())
+        low = float(x[i0 : i1 + 1].min())
+        severity = grade(n_neg, 3, 10, low < -1.0)
+        out.append(Anomaly(
+            rule="kl_spike", metric=metric, start_step=int(steps[i0]), end_step=int(steps[i1]),
+            severity=severity,
+            message=(f"{metric} estimate negative (down to {low:.4g}; a true KL never is) at "
+                     f"{n_neg} of {i1 - i0 + 1} logged steps: sampling and trained policy "
+                     "have drifted far apart"),
+            evidence={"peak": _r(low), "negative_points": n_neg, "points": i1 - i0 + 1},
+        ))
+    return _cap_info(out)
 
 
 def detect_grad_norm_spike(run) -> list[Anomaly]:
@@ -594,46 +635,63 @@ def detect_grad_imbalance(run) -> list[Anomaly]:
 
 
 def detect_non_finite(run) -> list[Anomaly]:
+    """NaN/inf/None where a number was logged, judged m-of-n: non-finite values anywhere
+    in a window count together, so faults interleaved with finite values (Infinity, NaN,
+    1e19, Infinity, ...) are one finding, not a string of one-step blips."""
     from rldk_engine.ingest.metrics import is_canonical
 
     out = []
     for metric, bad_steps in run.nonfinite.items():
         if bad_steps.size == 0:
             continue
-        pos = np.searchsorted(run.steps, bad_steps)
-        mask = np.zeros(run.steps.size, dtype=bool)
-        mask[pos] = True
         col = run.columns.get(metric)
-        logged = np.flatnonzero(mask | (np.isfinite(col) if col is not None else mask))
-        last_logged = int(logged[-1]) if logged.size else -1
-        windows = hit_windows(mask, max_gap=0)
+        pos = np.searchsorted(run.steps, bad_steps)
+        bad = np.zeros(run.steps.size, dtype=bool)
+        bad[pos] = True
+        logged_mask = bad | (np.isfinite(col) if col is not None else bad)
+        logged = np.flatnonzero(logged_mask)
+        # judge over the metric's own logged points: a sparse metric is not diluted by rows
+        # where it was not logged at all
+        bad_logged = bad[logged]
+        last = logged.size - 1
         canonical = is_canonical(metric)
         found = []
-        for i0, i1 in windows:
-            npts = i1 - i0 + 1
-            never_recovers = i1 == last_logged
+        for j0, j1 in hit_windows(bad_logged, max_gap=NONFINITE_GAP):
+            n_bad = int(bad_logged[j0 : j1 + 1].sum())
+            span = j1 - j0 + 1
+            never_recovers = j1 == last
+            burst = _longest_run(bad_logged[j0 : j1 + 1])
             if not canonical:
                 severity = "info"
-            elif npts >= 3 or never_recovers:
+            elif burst >= 3 or never_recovers or n_bad >= NONFINITE_CRITICAL:
                 severity = "critical"
             else:
                 severity = "warning"
+            i0, i1 = int(logged[j0]), int(logged[j1])
             found.append(Anomaly(
                 rule="non_finite",
                 metric=metric,
                 start_step=int(run.steps[i0]),
                 end_step=int(run.steps[i1]),
                 severity=severity,
-                message=(f"{metric} was NaN/inf for {npts} logged step(s)"
+                message=(f"{metric} was NaN/inf at {n_bad} of {span} logged step(s)"
                          + (" and never recovered" if never_recovers else "")),
-                evidence={"points": npts, "total_nonfinite": int(bad_steps.size),
-                          "recovered": not never_recovers},
+                evidence={"points": n_bad, "span_points": span, "longest_run": burst,
+                          "total_nonfinite": int(bad_steps.size), "recovered": not never_recovers},
             ))
         if len(found) > MAX_INFO_PER_METRIC:  # keep the first ones and the worst ones
             found.sort(key=lambda a: (-SEVERITY_RANK[a.severity], a.start_step))
             found = found[:MAX_INFO_PER_METRIC]
         out += found
     return out
+
+
+def _longest_run(mask: np.ndarray) -> int:
+    best = cur = 0
+    for v in mask.tolist():
+        cur = cur + 1 if v else 0
+        best = max(best, cur)
+    return best
 
 
 def detect_reward_hacking(run) -> list[Anomaly]:

@@ -202,7 +202,8 @@ def trl_grad_nonfinite(seed: int = 6) -> None:
     text = text.replace('"Infinity"', "Infinity").replace('"NaN"', "NaN")
     _write("trl_grad_norm_nonfinite_interleaved", {"trainer_state.json": text}, {
         "trainer": "trl", "format": "trainer_state", "healthy": False,
-        "failures": [{"rule": "non_finite", "start_step": 60, "end_step": 120, "min_severity": "warning"}],
+        "failures": [{"rule": "non_finite", "start_step": 60, "end_step": 120, "min_severity": "warning"},
+                     {"rule": "grad_norm_spike", "start_step": 60, "end_step": 120, "min_severity": "warning"}],
         "notes": "from step 60 grad_norm is Infinity, NaN or 1e19 every third step and 1e3-1e8 "
                  "on others, interleaved with finite values: never 3 non-finite in a row."}, seed)
 
