@@ -75,6 +75,8 @@ HACK_LAG = 4 * TRAILING  # reward_hacking compares with the level this many poin
 REWARD_COLLAPSE_RANGE = 0.3  # a collapse loses at least this part of the range achieved
 NEGATIVE_KL = 0.05  # nats below zero that no estimator noise explains
 NEGATIVE_KL_GAP = 7  # negative estimates at most this many points apart: one window
+ZERO_STD_HIGH = 0.7  # this share of zero-std groups leaves little to learn from
+NO_SIGNAL_SHARE = 0.25  # ... on at least this share of the logged steps
 SPIKE_GAP = 4  # spikes at most this many points apart form one window
 NONFINITE_GAP = 9  # non-finite values at most this many finite points apart: one window
 NONFINITE_CRITICAL = 5  # this many in one window is critical (wasting compute)
@@ -949,23 +951,71 @@ def detect_length_collapse(run) -> list[Anomaly]:
 
 
 def detect_zero_std_groups(run) -> list[Anomaly]:
+    """No learning signal: most prompt groups got identical rewards (their advantages are
+    zero), or the gradient norm is exactly 0 on many updates, while the reward stays flat.
+
+    A high zero-std fraction from the very start is still no signal (the old test compared
+    with the run's early level, so a run that never learned was never flagged)."""
+    out = []
     ser = _series(run, "frac_reward_zero_std")
-    if ser is None:
+    if ser is not None:
+        steps, x = ser
+        warm = warmup_points(x.size)
+        early = _early_level(x, warm)
+        thr = max(0.5, early + 0.3)
+        rising = x >= thr
+        rising[:warm] = False
+        windows = hit_windows(rising, max_gap=2)
+        base = np.full(x.size, early)
+        out += _windows_to_anomalies(
+            "zero_std_groups", "frac_reward_zero_std", steps, x, base, windows, warm, persist=5,
+            long=50, is_extreme=lambda p, b: p >= 0.9,
+            describe=lambda p, b, n: (f"{p:.0%} of prompt groups had identical rewards (no learning "
+                                      f"signal; early level {b:.0%}) for {n} logged steps"),
+        )
+        if not out:
+            out += _no_signal(run, steps, x >= ZERO_STD_HIGH, "frac_reward_zero_std",
+                              lambda m: f"{m['share']:.0%} of logged steps had >= "
+                                        f"{ZERO_STD_HIGH:.0%} zero-std groups")
+    ser = _series(run, "grad_norm")
+    col = run.columns.get("grad_norm")
+    if col is not None and not any(a.severity != "info" for a in out):
+        logged = np.isfinite(col)
+        if int(logged.sum()) >= 10:
+            steps_g = run.steps[logged]
+            zero = col[logged] == 0.0
+            out += _no_signal(run, steps_g, zero, "grad_norm",
+                              lambda m: f"grad_norm exactly 0 on {m['share']:.0%} of logged steps")
+    return out
+
+
+def _no_signal(run, steps: np.ndarray, mask: np.ndarray, metric: str, what) -> list[Anomaly]:
+    """One finding when `mask` holds on at least NO_SIGNAL_SHARE of the points and the
+    reward over that stretch stays flat (no learning, not a phase of it)."""
+    if mask.size < 10 or mask.mean() < NO_SIGNAL_SHARE:
         return []
-    steps, x = ser
-    warm = warmup_points(x.size)
-    early = _early_level(x, warm)
-    thr = max(0.5, early + 0.3)
-    hit = x >= thr
-    hit[:warm] = False
-    windows = hit_windows(hit, max_gap=2)
-    base = np.full(x.size, early)
-    return _windows_to_anomalies(
-        "zero_std_groups", "frac_reward_zero_std", steps, x, base, windows, warm, persist=5,
-        long=50, is_extreme=lambda p, b: p >= 0.9,
-        describe=lambda p, b, n: (f"{p:.0%} of prompt groups had identical rewards (no learning "
-                                  f"signal; early level {b:.0%}) for {n} logged steps"),
-    )
+    idx = np.flatnonzero(mask)
+    i0, i1 = int(idx[0]), int(idx[-1])
+    rew = run.columns.get("reward_mean")
+    flat = True
+    if rew is not None:
+        r = rew[np.isin(run.steps, steps[i0 : i1 + 1])]
+        r = r[np.isfinite(r)]
+        if r.size >= 10:
+            half = r.size // 2
+            rise = float(np.median(r[half:]) - np.median(r[:half]))
+            flat = rise < max(4 * diff_sigma(r), 0.1 * float(np.ptp(r)), 1e-9) and float(np.ptp(
+                _trailing_median(r, 5))) < 0.5 * max(abs(float(np.median(r))), 1e-9) + 6 * diff_sigma(r)
+    if not flat:
+        return []
+    share = float(mask[i0 : i1 + 1].mean())
+    n = int(mask.sum())
+    return [Anomaly(
+        rule="zero_std_groups", metric=metric, start_step=int(steps[i0]), end_step=int(steps[i1]),
+        severity=grade(n, 5, 50, share >= 0.9),
+        message=f"no learning signal: {what({'share': share})}, reward flat ({n} logged steps)",
+        evidence={"share": _r(share), "points": n, "peak": _r(share)},
+    )]
 
 
 def detect_value_divergence(run) -> list[Anomaly]:
@@ -1046,7 +1096,7 @@ for _det in (
     Detector("clip_frac_high", detect_clip_frac_high, _BOTH, ("clip_frac",)),
     Detector("length_explosion", detect_length_explosion, _BOTH, ("response_len_mean",)),
     Detector("length_collapse", detect_length_collapse, _BOTH, ("response_len_mean",)),
-    Detector("zero_std_groups", detect_zero_std_groups, _GRPO, ("frac_reward_zero_std",)),
+    Detector("zero_std_groups", detect_zero_std_groups, _BOTH, ("frac_reward_zero_std",)),
     Detector("value_divergence", detect_value_divergence, _PPO, ("value_loss",)),
 ):
     register(_det)
