@@ -77,6 +77,7 @@ NEGATIVE_KL = 0.05  # nats below zero that no estimator noise explains
 NEGATIVE_KL_GAP = 7  # negative estimates at most this many points apart: one window
 ZERO_STD_HIGH = 0.7  # this share of zero-std groups leaves little to learn from
 NO_SIGNAL_SHARE = 0.25  # ... on at least this share of the logged steps
+REWARD_IS_LENGTH_CORR = 0.95
 SPIKE_GAP = 4  # spikes at most this many points apart form one window
 NONFINITE_GAP = 9  # non-finite values at most this many finite points apart: one window
 NONFINITE_CRITICAL = 5  # this many in one window is critical (wasting compute)
@@ -866,8 +867,12 @@ def detect_length_explosion(run) -> list[Anomaly]:
     for i0, i1 in hit_windows(hit, max_gap=2):
         rows = np.arange(i0, i1 + 1)
         gain = _reward_gain(reward, i0, i1, rew_sigma)
-        if gain is not None and gain > 0:
-            continue  # length grows while reward improves: learning, not an explosion
+        truncated = ratio is not None and bool(np.any(ratio[rows] >= 0.9))
+        if gain is not None and gain > 0 and not truncated and not _reward_is_length(reward, length, i1):
+            # length grows while reward improves: learning, not an explosion -- unless the
+            # completions hit the cap (wasted tokens whatever the reward says) or the reward
+            # simply tracks the length (then the rise is exactly the hack)
+            continue
         logged = np.zeros(rows.size, dtype=bool)
         for col in (length, ratio):
             if col is not None:
@@ -899,6 +904,18 @@ def detect_length_explosion(run) -> list[Anomaly]:
             evidence=ev,
         ))
     return _cap_info(out)
+
+
+def _reward_is_length(reward: np.ndarray | None, length: np.ndarray | None, i1: int) -> bool:
+    """True when the reward follows the response length almost exactly up to row i1
+    (correlation >= REWARD_IS_LENGTH_CORR over the logged points): the reward pays for length."""
+    if reward is None or length is None:
+        return False
+    r, n = reward[: i1 + 1], length[: i1 + 1]
+    ok = np.isfinite(r) & np.isfinite(n)
+    if int(ok.sum()) < 10 or np.ptp(r[ok]) == 0 or np.ptp(n[ok]) == 0:
+        return False
+    return bool(np.corrcoef(r[ok], n[ok])[0, 1] >= REWARD_IS_LENGTH_CORR)
 
 
 def _reward_gain(reward: np.ndarray | None, i0: int, i1: int, sigma: float) -> float | None:
