@@ -78,6 +78,7 @@ NEGATIVE_KL_GAP = 7  # negative estimates at most this many points apart: one wi
 ZERO_STD_HIGH = 0.7  # this share of zero-std groups leaves little to learn from
 NO_SIGNAL_SHARE = 0.25  # ... on at least this share of the logged steps
 REWARD_IS_LENGTH_CORR = 0.95
+VALUE_FIT_EV = 0.5  # a critic explaining this much of the returns still fits them
 SPIKE_GAP = 4  # spikes at most this many points apart form one window
 NONFINITE_GAP = 9  # non-finite values at most this many finite points apart: one window
 NONFINITE_CRITICAL = 5  # this many in one window is critical (wasting compute)
@@ -1035,6 +1036,28 @@ def _no_signal(run, steps: np.ndarray, mask: np.ndarray, metric: str, what) -> l
     )]
 
 
+def _value_loss_in_context(run, a: Anomaly) -> Anomaly:
+    """Scale-aware: a value loss that grows with the return scale while the critic still
+    explains the returns (explained variance high over the window) is not divergence.
+    The raw loss is in the units of the squared returns, so it tracks their growth."""
+    if a.severity == "info":
+        return a
+    ev = run.columns.get("explained_var")
+    if ev is None:
+        return a
+    inside = (run.steps >= a.start_step) & (run.steps <= a.end_step) & np.isfinite(ev)
+    if int(inside.sum()) < 3:
+        return a
+    level = float(np.median(ev[inside]))
+    if level < VALUE_FIT_EV:
+        a.evidence["explained_var"] = _r(level)
+        return a
+    a.severity = "info"
+    a.evidence["explained_var"] = _r(level)
+    a.message += f" while explained variance stayed {level:.2f} (the critic tracks a growing return scale)"
+    return a
+
+
 def detect_value_divergence(run) -> list[Anomaly]:
     out = []
     ser = _series(run, "value_loss")
@@ -1051,11 +1074,12 @@ def detect_value_divergence(run) -> list[Anomaly]:
             return (v[idx] - med[i0] > np.log(2.0)) | (v[idx] - low[idx] > np.log(5.0))
 
         windows = extend_windows(hit_windows(hit, max_gap=2), stay, x.size)
-        out += _windows_to_anomalies(
+        found = _windows_to_anomalies(
             "value_divergence", "value_loss", steps, x, np.exp(med), windows, warm, persist=5,
             long=20, is_extreme=lambda p, b: p > 20 * b,
             describe=lambda p, b, n: f"value loss diverged to {p:.4g} from {b:.4g} for {n} logged steps",
         )
+        out += [_value_loss_in_context(run, a) for a in found]
     ser = _series(run, "explained_var")
     if ser is not None:
         steps, x = ser
