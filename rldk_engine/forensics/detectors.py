@@ -79,6 +79,9 @@ ZERO_STD_HIGH = 0.7  # this share of zero-std groups leaves little to learn from
 NO_SIGNAL_SHARE = 0.25  # ... on at least this share of the logged steps
 REWARD_IS_LENGTH_CORR = 0.95
 VALUE_FIT_EV = 0.5  # a critic explaining this much of the returns still fits them
+DRIFT_KL_RATIO = 2.0  # KL this many times its earlier level ...
+DRIFT_MIN_POINTS = 20  # ... for this many points, with ...
+DRIFT_COEF_ANSWER = 0.25  # ... the coefficient moving less than this share of the KL rise
 SPIKE_GAP = 4  # spikes at most this many points apart form one window
 NONFINITE_GAP = 9  # non-finite values at most this many finite points apart: one window
 NONFINITE_CRITICAL = 5  # this many in one window is critical (wasting compute)
@@ -502,6 +505,47 @@ def detect_kl_controller_drift(run) -> list[Anomaly]:
                 evidence={"kl_coef": _r(coef[i0]), "target_kl": _r(target),
                           "mean_kl": _r(mean_kl), "peak": _r(part.max()), "points": npts},
             ))
+    if moved.any():  # a controller exists (the coefficient moved at least once)
+        out += [a for a in _unanswered_kl_surge(steps, kl, coef, warm, sig)
+                if not any(b.start_step <= a.end_step and a.start_step <= b.end_step for b in out)]
+    return out
+
+
+def _unanswered_kl_surge(steps, kl, coef, warm: int, sig: float) -> list[Anomaly]:
+    """KL many times its earlier level for a long stretch while the coefficient barely
+    moves: an adaptive controller would have raised it in proportion (the original kit's
+    doctored run: KL 6x for 200 steps, kl_coef +10%)."""
+    med, sigma = trailing_baseline(kl, warm)
+    high = (kl > DRIFT_KL_RATIO * med + 1e-6) & ((kl - med) / sigma > 4) & (kl > med + 4 * sig)
+    high[:warm] = False
+
+    level = _trailing_median(kl, 5)  # one low draw of a noisy KL does not end the surge
+
+    def stay(i0: int, idx: np.ndarray) -> np.ndarray:
+        return level[idx] > 1.5 * med[i0] + 1e-6
+
+    out = []
+    for i0, i1 in extend_windows(hit_windows(high, max_gap=3), stay, kl.size):
+        npts = i1 - i0 + 1
+        if npts < DRIFT_MIN_POINTS:
+            continue  # a short surge is a kl_spike; the controller had no time to answer
+        before = float(coef[max(0, i0 - 1)])
+        answer = float(np.max(np.abs(coef[i0 : i1 + 1] / before - 1.0))) if before else np.inf
+        kl_ratio = float(np.median(kl[i0 : i1 + 1]) / max(med[i0], 1e-12))
+        if answer >= DRIFT_COEF_ANSWER * (kl_ratio - 1.0) or answer >= 1.0:
+            continue  # the coefficient rose in proportion: the controller is working
+        mean_kl = float(np.mean(kl[i0 : i1 + 1]))
+        out.append(Anomaly(
+            rule="kl_controller_drift", metric="kl_coef",
+            start_step=int(steps[i0]), end_step=int(steps[i1]),
+            severity=grade(npts, 10, 50, kl_ratio > 3),
+            message=(f"kl stayed {kl_ratio:.3g}x its earlier level ({med[i0]:.4g}) for {npts} logged "
+                     f"steps while kl_coef moved only {answer:.0%} (from {before:.4g}): the KL "
+                     "controller is not answering"),
+            evidence={"kl_coef": _r(before), "coef_change": _r(answer), "target_kl": _r(med[i0]),
+                      "mean_kl": _r(mean_kl), "kl_ratio": _r(kl_ratio),
+                      "peak": _r(float(kl[i0 : i1 + 1].max())), "points": npts},
+        ))
     return out
 
 
