@@ -260,7 +260,7 @@ def test_stdout_mixture_python_dicts_and_key_value(tmp_path):
     )
     run = read_run(_write(tmp_path / "train.out", text))
     assert run.format == "stdout"
-    assert run.steps.tolist() == [0, 1, 5]
+    assert run.steps.tolist() == [1, 2, 5]  # HF global_step is 1-based
     assert run.columns["lr"][0] == 1e-05 and run.columns["kl"][2] == 0.1
 
 

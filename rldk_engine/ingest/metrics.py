@@ -80,7 +80,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
         "info/learner/default_policy/learner_stats/grad_gnorm",  # RLlib
         "learners/default_policy/gradients_default_optimizer_global_norm",
     ),
-    "value_grad_norm": ("critic/grad_norm", "critic_grad_norm", "value/grad_norm"),
+    "value_grad_norm": ("critic/grad_norm", "critic_grad_norm", "value/grad_norm", "value_grad_norm"),
     "policy_loss": (
         "ppo/loss/policy", "loss/policy_avg", "actor/pg_loss", "losses/policy_loss",
         "train/policy_gradient_loss", "LossPi", "policy_loss", "train/policy_loss",
