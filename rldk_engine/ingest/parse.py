@@ -60,7 +60,7 @@ _ARRAY_NUMBER = re.compile(r"^(?:array\()?\[+\s*([^\[\],\s]+)\s*\]+(?:\s*,\s*dty
 # `key=value` pairs: CleanRL (`global_step=9552, episodic_return=[294.]`), tqdm postfixes
 # (`..., 1.2it/s, env_step=10000, rew=25.00]`), launcher lines (`step=3 kl=0.1`).
 _KV_PAIR = re.compile(
-    r"(?:^|(?<=[\s,|;\[]))([A-Za-z_][\w/.\-]*)\s*=\s*(array\([^()]*\)|\[[^\[\]]*\]|[^\s,|;\[\]]+)"
+    r"(?:^|(?<=[\s,|;\[]))([A-Za-z_][\w/.\-]*)\s*=\s*(array\([^()]*\)|\[+[^\[\]]*\]+|[^\s,|;\[\]]+)"
 )
 # A tqdm frame: `Train step of epoch 0:  10%|█  | 10/100 [00:10<01:30, 1.0s/it, k=v]`
 _TQDM_FRAME = re.compile(r"(?:\d+%\||\d+it \[|[\d.]+(?:it/s|s/it)[,\]])")
