@@ -177,8 +177,8 @@ def number_from_value(value: object) -> float | None:
     if kind is int or kind is bool:
         try:
             return float(value)  # type: ignore[arg-type]
-        except OverflowError:
-            return math.copysign(math.inf, value)  # type: ignore[arg-type]
+        except OverflowError:  # copysign(inf, value) would convert value, and overflow too
+            return -math.inf if value < 0 else math.inf  # type: ignore[operator]
     if value is None:
         return math.nan
     if kind is str:
@@ -187,7 +187,7 @@ def number_from_value(value: object) -> float | None:
         try:
             return float(value)
         except OverflowError:
-            return math.copysign(math.inf, value)  # type: ignore[arg-type]
+            return -math.inf if value < 0 else math.inf
     item = getattr(value, "item", None)  # 0-d torch tensors and numpy arrays
     if callable(item):
         try:
