@@ -8,6 +8,7 @@ Runs on CPU; nothing is downloaded.
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 
 
@@ -20,6 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=None, help="learning rate (SB3 default if unset)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-dir", default=None, help="also write SB3's progress.csv here")
+    parser.add_argument("--n-envs", type=int, default=1)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any other algorithm argument, e.g. --set gamma=0.9 (Python literal)")
     parser.add_argument("--quiet", action="store_true", help="verbose=0 (for a baseline timing)")
     return parser
 
@@ -28,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
     from stable_baselines3 import A2C, PPO
+    from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.logger import configure
 
     torch.set_num_threads(1)  # the test machine has 2 cores shared with the monitor
@@ -37,7 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         kwargs["n_steps"] = args.n_steps
     if args.lr is not None:
         kwargs["learning_rate"] = args.lr
-    model = algo("MlpPolicy", args.env, **kwargs)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        kwargs[key] = ast.literal_eval(value)
+    env = make_vec_env(args.env, n_envs=args.n_envs, seed=args.seed)
+    model = algo("MlpPolicy", env, **kwargs)
     if args.log_dir and not args.quiet:
         model.set_logger(configure(args.log_dir, ["stdout", "csv"]))
     model.learn(total_timesteps=args.steps)

@@ -5,8 +5,11 @@ The policy is a 1-layer GPT-2 built from a config; the tokenizer is a word-level
 a local folder first because TRL loads the reference model from a path when beta > 0.
 
 --reward length pays for every completion token (a reward that can be hacked: completions
-run to the cap); --reward target pays for the word "yes" (a reward with a signal but no
-shortcut). --rldk-run-dir adds rldk's RLDKCallback (in-process guardrails).
+run to the cap); --reward target pays for the word "yes" (sparse when the policy answers
+briefly; longer completions get more chances); --reward share pays for the share of "yes"
+words (a signal with no length shortcut); --reward spiky is the target reward with, now and
+then, an overflowing value (1e19 or 1e20) as a broken reward model would give (huge and inf
+grad norms). --rldk-run-dir adds rldk's RLDKCallback (in-process guardrails).
 Used by tests/real_libs, the golden-input recorder and tests/real_libs/make_*.py.
 """
 
@@ -28,9 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--beta", type=float, default=0.1, help="KL coefficient (> 0 logs kl)")
-    parser.add_argument("--reward", choices=["length", "target"], default="target")
+    parser.add_argument("--reward", choices=["length", "target", "share", "spiky"], default="target")
+    parser.add_argument("--scale-rewards", choices=["group", "batch", "none"], default="group")
+    parser.add_argument("--save-state", action="store_true",
+                        help="also write trainer_state.json (log_history) to OUT/trainer")
     parser.add_argument("--max-completion", type=int, default=12)
     parser.add_argument("--max-grad-norm", type=float, default=1.0)
+    parser.add_argument("--eos-bias", type=float, default=0.0,
+                        help="start from a model that ends early: adds this to every <eos> logit "
+                             "(like a pretrained model that answers briefly)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rldk-run-dir", default=None, help="add RLDKCallback writing here")
     parser.add_argument("--rldk-preset", default="grpo")
@@ -50,7 +59,7 @@ def build_tokenizer():
                                    unk_token="<unk>", bos_token="<eos>", padding_side="left")
 
 
-def build_model_dir(folder: Path, seed: int) -> Path:
+def build_model_dir(folder: Path, seed: int, eos_bias: float = 0.0) -> Path:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -60,6 +69,12 @@ def build_model_dir(folder: Path, seed: int) -> Path:
                         bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
                         pad_token_id=tokenizer.pad_token_id)
     model = GPT2LMHeadModel(config)
+    if eos_bias:
+        # logits = ln_f(h) . wte^T: a unit bias on ln_f plus the eos row along it adds ~eos_bias
+        with torch.no_grad():
+            direction = torch.nn.functional.normalize(torch.randn(config.n_embd), dim=0)
+            model.transformer.ln_f.bias.copy_(direction)
+            model.transformer.wte.weight[tokenizer.eos_token_id] = direction * eos_bias
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -74,6 +89,25 @@ def target_reward(completions, **_):
     return [float(text.split().count("yes")) / 4.0 for text in completions]
 
 
+_spiky_calls = [0]
+
+
+def spiky_reward(completions, **_):
+    """target_reward, but every 3rd call one completion gets 1e19 and every 5th 1e20."""
+    _spiky_calls[0] += 1
+    rewards = target_reward(completions)
+    if _spiky_calls[0] % 5 == 0:
+        rewards[0] = 1e20
+    elif _spiky_calls[0] % 3 == 0:
+        rewards[0] = 1e19
+    return rewards
+
+
+def share_reward(completions, **_):
+    """The share of words that are "yes": a signal with no length incentive either way."""
+    return [text.split().count("yes") / max(1, len(text.split())) for text in completions]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -84,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     out = Path(args.out)
-    model_dir = build_model_dir(out / "tiny-gpt2", args.seed)
+    model_dir = build_model_dir(out / "tiny-gpt2", args.seed, args.eos_bias)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     dataset = Dataset.from_dict({"prompt": PROMPTS * 8})
@@ -93,17 +127,19 @@ def main(argv: list[str] | None = None) -> int:
         per_device_train_batch_size=4, num_generations=4, max_completion_length=args.max_completion,
         beta=args.beta, logging_steps=1, report_to="none", use_cpu=True, seed=args.seed,
         save_strategy="no", max_grad_norm=args.max_grad_norm, disable_tqdm=True,
-        dataloader_num_workers=0, temperature=1.0,
+        dataloader_num_workers=0, temperature=1.0, scale_rewards=args.scale_rewards,
     )
     callbacks = []
     if args.rldk_run_dir:
         from rldk_engine.integrations.hf import RLDKCallback
 
         callbacks.append(RLDKCallback(preset=args.rldk_preset, run_dir=args.rldk_run_dir))
-    reward = {"length": length_reward, "target": target_reward}[args.reward]
+    reward = {"length": length_reward, "target": target_reward, "share": share_reward, "spiky": spiky_reward}[args.reward]
     trainer = GRPOTrainer(model=model, reward_funcs=reward, args=config, train_dataset=dataset,
                           processing_class=tokenizer, callbacks=callbacks)
     trainer.train()
+    if args.save_state:
+        trainer.state.save_to_json(str(out / "trainer" / "trainer_state.json"))
     sys.stdout.flush()
     if callbacks and callbacks[0].stopped:
         print(f"rldk stopped training: {callbacks[0].stop_rule} at step {callbacks[0].stop_step}",
