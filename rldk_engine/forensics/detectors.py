@@ -79,6 +79,7 @@ ZERO_STD_HIGH = 0.7  # this share of zero-std groups leaves little to learn from
 NO_SIGNAL_SHARE = 0.25  # ... on at least this share of the logged steps
 REWARD_IS_LENGTH_CORR = 0.95
 VALUE_FIT_EV = 0.5  # a critic explaining this much of the returns still fits them
+VALUE_SCALE_MAX = 20.0  # ... unless its loss grew more than this (no return scale does that)
 DRIFT_KL_RATIO = 2.0  # KL this many times its earlier level ...
 DRIFT_MIN_POINTS = 20  # ... for this many points, with ...
 DRIFT_COEF_ANSWER = 0.25  # ... the coefficient moving less than this share of the KL rise
@@ -1093,7 +1094,8 @@ def _value_loss_in_context(run, a: Anomaly) -> Anomaly:
     if int(inside.sum()) < 3:
         return a
     level = float(np.median(ev[inside]))
-    if level < VALUE_FIT_EV:
+    growth = float(a.evidence.get("peak", 0.0)) / max(float(a.evidence.get("baseline", 0.0)), 1e-12)
+    if level < VALUE_FIT_EV or growth > VALUE_SCALE_MAX:  # a 20x+ loss is no scale drift
         a.evidence["explained_var"] = _r(level)
         return a
     a.severity = "info"
@@ -1181,7 +1183,7 @@ for _det in (
     Detector("clip_frac_high", detect_clip_frac_high, _BOTH, ("clip_frac",)),
     Detector("length_explosion", detect_length_explosion, _BOTH, ("response_len_mean",)),
     Detector("length_collapse", detect_length_collapse, _BOTH, ("response_len_mean",)),
-    Detector("zero_std_groups", detect_zero_std_groups, _BOTH, ("frac_reward_zero_std",)),
+    Detector("zero_std_groups", detect_zero_std_groups, _GRPO, ("frac_reward_zero_std",)),
     Detector("value_divergence", detect_value_divergence, _PPO, ("value_loss",)),
 ):
     register(_det)
