@@ -140,6 +140,9 @@ def inject_length_collapse(c):
 
 def inject_value_divergence(c):
     c["value_loss"][250:] *= np.exp(np.linspace(0, 5, N - 250))
+    # a diverging critic stops explaining the returns (a loss that only tracks a growing
+    # return scale keeps its explained variance: see test_value_loss_tracking_returns...)
+    c["explained_var"][250:] -= np.linspace(0, 1.5, N - 250)
     return 300, N - 1  # where the loss has grown ~5x
 
 

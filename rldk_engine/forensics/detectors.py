@@ -79,7 +79,6 @@ ZERO_STD_HIGH = 0.7  # this share of zero-std groups leaves little to learn from
 NO_SIGNAL_SHARE = 0.25  # ... on at least this share of the logged steps
 REWARD_IS_LENGTH_CORR = 0.95
 VALUE_FIT_EV = 0.5  # a critic explaining this much of the returns still fits them
-VALUE_SCALE_MAX = 20.0  # ... unless its loss grew more than this (no return scale does that)
 DRIFT_KL_RATIO = 2.0  # KL this many times its earlier level ...
 DRIFT_MIN_POINTS = 20  # ... for this many points, with ...
 DRIFT_COEF_ANSWER = 0.25  # ... the coefficient moving less than this share of the KL rise
@@ -1094,8 +1093,7 @@ def _value_loss_in_context(run, a: Anomaly) -> Anomaly:
     if int(inside.sum()) < 3:
         return a
     level = float(np.median(ev[inside]))
-    growth = float(a.evidence.get("peak", 0.0)) / max(float(a.evidence.get("baseline", 0.0)), 1e-12)
-    if level < VALUE_FIT_EV or growth > VALUE_SCALE_MAX:  # a 20x+ loss is no scale drift
+    if level < VALUE_FIT_EV:
         a.evidence["explained_var"] = _r(level)
         return a
     a.severity = "info"
@@ -1114,6 +1112,10 @@ def detect_value_divergence(run) -> list[Anomaly]:
         med, sigma = trailing_baseline(v, warm)
         low = np.minimum.accumulate(med)  # early points already use the first clean window
         hit = (((v - med) / sigma > 6) & (v - med > np.log(4.0))) | (v - low > np.log(10.0))
+        # trend: the loss must also be rising against its own recent past (a point of a
+        # falling warm-up curve is not divergence, whatever a later baseline says)
+        recent = _trailing_median(np.r_[v[0], v[:-1]], 5)
+        hit &= v > recent
         hit[:warm] = False
 
         def stay(i0: int, idx: np.ndarray) -> np.ndarray:
