@@ -76,12 +76,16 @@ REWARD_COLLAPSE_RANGE = 0.3  # a collapse loses at least this part of the range 
 NEGATIVE_KL = 0.05  # nats below zero that no estimator noise explains
 NEGATIVE_KL_GAP = 7  # negative estimates at most this many points apart: one window
 ZERO_STD_HIGH = 0.7  # this share of zero-std groups leaves little to learn from
-NO_SIGNAL_SHARE = 0.25  # ... on at least this share of the logged steps
+NO_SIGNAL_SHARE = 0.3  # ... on at least this share of a window's logged steps
+NO_SIGNAL_GAP = 3  # no-signal steps at most this many points apart: one window
 REWARD_IS_LENGTH_CORR = 0.95
 VALUE_FIT_EV = 0.5  # a critic explaining this much of the returns still fits them
 DRIFT_KL_RATIO = 2.0  # KL this many times its earlier level ...
 DRIFT_MIN_POINTS = 20  # ... for this many points, with ...
 DRIFT_COEF_ANSWER = 0.25  # ... the coefficient moving less than this share of the KL rise
+APPROX_KL_ABSURD = 1.0  # nats per update: the policy was replaced, not updated
+ABSURD_NORM = 1e8  # a gradient norm this large is an overflow, not a spike
+VALUE_VANISHED = 1e-3  # value loss this far below its peak: returns are constant
 SPIKE_GAP = 4  # spikes at most this many points apart form one window
 NONFINITE_GAP = 9  # non-finite values at most this many finite points apart: one window
 NONFINITE_CRITICAL = 5  # this many in one window is critical (wasting compute)
@@ -380,13 +384,16 @@ def _spike_rule(run, rule: str, metric: str, log_space: bool, min_ratio: float,
     z = (v - med) / sigma
     if log_space:
         hit = (z > 6) & (v - med > np.log(min_ratio))
+        # overflow territory: no baseline is needed (and when half the points are 1e18 the
+        # baseline itself is poisoned)
+        hit |= x >= ABSURD_NORM
         base = np.exp(med)
     else:
         hit = (z > 6) & (x > min_ratio * med + abs_margin)
         base = med
 
     def stay(i0: int, idx: np.ndarray) -> np.ndarray:
-        return v[idx] > med[i0] + 3 * sigma[i0]
+        return (v[idx] > med[i0] + 3 * sigma[i0]) | (x[idx] >= ABSURD_NORM if log_space else False)
 
     # m-of-n: spikes a few points apart are one intermittent fault (1e19, inf, 1e5, ...),
     # each still counted as a point of evidence; a lone spike that heals stays info
@@ -459,12 +466,22 @@ def detect_approx_kl_high(run) -> list[Anomaly]:
         return (x[idx] > med[i0] + 3 * sigma[i0]) & (x[idx] > max(1.5 * abs(med[i0]), 0.01))
 
     windows = extend_windows(hit_windows(hit), stay, x.size)
-    return _windows_to_anomalies(
+    found = _windows_to_anomalies(
         "approx_kl_high", "approx_kl", steps, x, med, windows, warm, persist=10, long=50,
         strong=hit,
         is_extreme=lambda p, b: p > 0.2,
         describe=lambda p, b, n: f"approx_kl high ({p:.4g} vs baseline {b:.4g}) for {n} logged steps",
     )
+    # an update that moves the policy by more than a nat replaced it: two such updates are
+    # stop-worthy however early they come (no warm-up hides them)
+    absurd = x > APPROX_KL_ABSURD
+    for a in found:
+        inside = (steps >= a.start_step) & (steps <= a.end_step)
+        n_absurd = int((absurd & inside).sum())
+        if n_absurd >= 2:
+            a.severity = "critical"
+            a.evidence["updates_over_1_nat"] = n_absurd
+    return found
 
 
 def detect_kl_controller_drift(run) -> list[Anomaly]:
@@ -902,8 +919,15 @@ def detect_length_explosion(run) -> list[Anomaly]:
         w = warmup_points(clip[1].size)
         early_clip = _early_level(clip[1], w)
         evidence["early_clip_ratio"] = _r(early_clip)
+        # judged on a 3-point trailing median, and a rise beyond the ratio's own noise: with
+        # groups of 4 the ratio moves in quarters, and single draws of 0.75 are not a trend
+        level = np.full(ratio.size, np.nan)
+        okr = np.isfinite(ratio)
+        level[okr] = _trailing_median(ratio[okr], 3)
+        rise = max(0.25, 3 * diff_sigma(clip[1]))
+        evidence["clip_ratio_noise"] = _r(diff_sigma(clip[1]))
         with np.errstate(invalid="ignore"):
-            trunc = (ratio >= 0.9) | (ratio >= early_clip + 0.25)
+            trunc = (level >= 0.9) | (level >= early_clip + rise)
         trunc &= ~_first_points(ratio, w)
         hit |= trunc
     reward = run.columns.get("reward_mean")
@@ -1014,10 +1038,12 @@ def detect_length_collapse(run) -> list[Anomaly]:
 
 def detect_zero_std_groups(run) -> list[Anomaly]:
     """No learning signal: most prompt groups got identical rewards (their advantages are
-    zero), or the gradient norm is exactly 0 on many updates, while the reward stays flat.
+    zero), or the gradient norm is exactly 0, while the reward sits low and does not rise.
 
-    A high zero-std fraction from the very start is still no signal (the old test compared
-    with the run's early level, so a run that never learned was never flagged)."""
+    Identical rewards at the top of the reward range are success (every answer right), so
+    only steps where the reward is in the lower part of the range the run has seen count;
+    a high zero-std fraction from the very start counts too (the early-level test alone
+    never flags a run that never learned)."""
     out = []
     ser = _series(run, "frac_reward_zero_std")
     if ser is not None:
@@ -1035,49 +1061,75 @@ def detect_zero_std_groups(run) -> list[Anomaly]:
             describe=lambda p, b, n: (f"{p:.0%} of prompt groups had identical rewards (no learning "
                                       f"signal; early level {b:.0%}) for {n} logged steps"),
         )
-        if not out:
+        if not any(a.severity != "info" for a in out):
             out += _no_signal(run, steps, x >= ZERO_STD_HIGH, "frac_reward_zero_std",
-                              lambda m: f"{m['share']:.0%} of logged steps had >= "
-                                        f"{ZERO_STD_HIGH:.0%} zero-std groups")
-    ser = _series(run, "grad_norm")
+                              f">= {ZERO_STD_HIGH:.0%} of prompt groups had identical rewards")
     col = run.columns.get("grad_norm")
     if col is not None and not any(a.severity != "info" for a in out):
         logged = np.isfinite(col)
         if int(logged.sum()) >= 10:
-            steps_g = run.steps[logged]
-            zero = col[logged] == 0.0
-            out += _no_signal(run, steps_g, zero, "grad_norm",
-                              lambda m: f"grad_norm exactly 0 on {m['share']:.0%} of logged steps")
+            out += _no_signal(run, run.steps[logged], col[logged] == 0.0, "grad_norm",
+                              "grad_norm exactly 0")
     return out
 
 
-def _no_signal(run, steps: np.ndarray, mask: np.ndarray, metric: str, what) -> list[Anomaly]:
-    """One finding when `mask` holds on at least NO_SIGNAL_SHARE of the points and the
-    reward over that stretch stays flat (no learning, not a phase of it)."""
-    if mask.size < 10 or mask.mean() < NO_SIGNAL_SHARE:
+def _no_signal(run, steps: np.ndarray, mask: np.ndarray, metric: str, what: str) -> list[Anomaly]:
+    """Windows (m-of-n) where `mask` holds while the reward is low for this run and not
+    rising: no learning signal, not a phase of learning."""
+    if mask.size < 10 or not mask.any():
         return []
-    idx = np.flatnonzero(mask)
-    i0, i1 = int(idx[0]), int(idx[-1])
+    low = _reward_low(run, steps)
+    hit = mask & low
+    out = []
+    for i0, i1 in hit_windows(hit, max_gap=NO_SIGNAL_GAP):
+        share = float(hit[i0 : i1 + 1].mean())
+        n = int(hit[i0 : i1 + 1].sum())
+        if share < NO_SIGNAL_SHARE:
+            continue
+        out.append(Anomaly(
+            rule="zero_std_groups", metric=metric, start_step=int(steps[i0]), end_step=int(steps[i1]),
+            severity=grade(n, 5, 50, share >= 0.9 and n >= 10),
+            message=(f"no learning signal: {what} on {n} of {i1 - i0 + 1} logged steps while the "
+                     "reward stayed low"),
+            evidence={"share": _r(share), "points": n, "peak": _r(share)},
+        ))
+    return out
+
+
+def _reward_low(run, steps: np.ndarray) -> np.ndarray:
+    """Per step in `steps`: reward (3-point trailing median) in the lowest third of the
+    range seen so far, or flat (a range within noise); True when no reward is logged."""
     rew = run.columns.get("reward_mean")
-    flat = True
-    if rew is not None:
-        r = rew[np.isin(run.steps, steps[i0 : i1 + 1])]
-        r = r[np.isfinite(r)]
-        if r.size >= 10:
-            half = r.size // 2
-            rise = float(np.median(r[half:]) - np.median(r[:half]))
-            flat = rise < max(4 * diff_sigma(r), 0.1 * float(np.ptp(r)), 1e-9) and float(np.ptp(
-                _trailing_median(r, 5))) < 0.5 * max(abs(float(np.median(r))), 1e-9) + 6 * diff_sigma(r)
-    if not flat:
-        return []
-    share = float(mask[i0 : i1 + 1].mean())
-    n = int(mask.sum())
-    return [Anomaly(
-        rule="zero_std_groups", metric=metric, start_step=int(steps[i0]), end_step=int(steps[i1]),
-        severity=grade(n, 5, 50, share >= 0.9),
-        message=f"no learning signal: {what({'share': share})}, reward flat ({n} logged steps)",
-        evidence={"share": _r(share), "points": n, "peak": _r(share)},
-    )]
+    if rew is None:
+        return np.ones(steps.size, dtype=bool)
+    ok = np.isfinite(rew)
+    if int(ok.sum()) < 5:
+        return np.ones(steps.size, dtype=bool)
+    r_steps, r = run.steps[ok], rew[ok]
+    level = _trailing_median(r, 3)
+    lo, hi = np.minimum.accumulate(level), np.maximum.accumulate(level)
+    flat = hi - lo <= 6 * diff_sigma(r)
+    low = flat | (level <= lo + (hi - lo) / 3.0)
+    pos = np.clip(np.searchsorted(r_steps, steps, side="right") - 1, 0, r.size - 1)
+    return low[pos]
+
+
+def _value_loss_vanished(run, steps: np.ndarray) -> np.ndarray:
+    """Per step: the value loss (logged at or before it) is below VALUE_VANISHED of the
+    largest value loss seen so far: the critic's error is gone, not growing."""
+    vl = run.columns.get("value_loss")
+    out = np.zeros(steps.size, dtype=bool)
+    if vl is None:
+        return out
+    ok = np.isfinite(vl)
+    if int(ok.sum()) < 3:
+        return out
+    v_steps, v = run.steps[ok], vl[ok]
+    vanished = v <= VALUE_VANISHED * np.maximum.accumulate(np.abs(v))
+    pos = np.searchsorted(v_steps, steps, side="right") - 1
+    have = pos >= 0
+    out[have] = vanished[pos[have]]
+    return out
 
 
 def _value_loss_in_context(run, a: Anomaly) -> Anomaly:
@@ -1093,11 +1145,10 @@ def _value_loss_in_context(run, a: Anomaly) -> Anomaly:
     if int(inside.sum()) < 3:
         return a
     level = float(np.median(ev[inside]))
+    a.evidence["explained_var"] = _r(level)
     if level < VALUE_FIT_EV:
-        a.evidence["explained_var"] = _r(level)
         return a
     a.severity = "info"
-    a.evidence["explained_var"] = _r(level)
     a.message += f" while explained variance stayed {level:.2f} (the critic tracks a growing return scale)"
     return a
 
@@ -1135,6 +1186,9 @@ def detect_value_divergence(run) -> list[Anomaly]:
         med, _ = trailing_baseline(x, warm)
         hit = (x < -0.5) & (med - x > 0.5)
         hit[:warm] = False
+        # explained variance is 1 - Var(error)/Var(returns): once every return is the same
+        # (a solved task) it is noise divided by ~0, and a vanishing value loss says so
+        hit &= ~_value_loss_vanished(run, steps)
 
         def stay_ev(i0: int, idx: np.ndarray) -> np.ndarray:
             return x[idx] < min(0.0, med[i0] - 0.25)
