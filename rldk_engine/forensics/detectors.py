@@ -76,7 +76,6 @@ REWARD_COLLAPSE_RANGE = 0.3  # a collapse loses at least this part of the range 
 NEGATIVE_KL = 0.05  # nats below zero that no estimator noise explains
 NEGATIVE_KL_GAP = 7  # negative estimates at most this many points apart: one window
 ZERO_STD_HIGH = 0.7  # this share of zero-std groups leaves little to learn from
-NO_SIGNAL_SHARE = 0.3  # ... on at least this share of a window's logged steps
 NO_SIGNAL_GAP = 3  # no-signal steps at most this many points apart: one window
 REWARD_IS_LENGTH_CORR = 0.95
 VALUE_FIT_EV = 0.5  # a critic explaining this much of the returns still fits them
@@ -465,9 +464,11 @@ def detect_approx_kl_high(run) -> list[Anomaly]:
     def stay(i0: int, idx: np.ndarray) -> np.ndarray:
         return (x[idx] > med[i0] + 3 * sigma[i0]) & (x[idx] > max(1.5 * abs(med[i0]), 0.01))
 
-    windows = extend_windows(hit_windows(hit), stay, x.size)
+    # m-of-n like the live preset: 3 updates over the line within any 10 are one window
+    windows = extend_windows(hit_windows(hit, max_gap=7), stay, x.size)
+    # warm-up points are hits only on the absolute test above: they count as evidence
     found = _windows_to_anomalies(
-        "approx_kl_high", "approx_kl", steps, x, med, windows, warm, persist=10, long=50,
+        "approx_kl_high", "approx_kl", steps, x, med, windows, 0, persist=3, long=30,
         strong=hit,
         is_extreme=lambda p, b: p > 0.2,
         describe=lambda p, b, n: f"approx_kl high ({p:.4g} vs baseline {b:.4g}) for {n} logged steps",
@@ -1061,16 +1062,23 @@ def detect_zero_std_groups(run) -> list[Anomaly]:
             describe=lambda p, b, n: (f"{p:.0%} of prompt groups had identical rewards (no learning "
                                       f"signal; early level {b:.0%}) for {n} logged steps"),
         )
-        if not any(a.severity != "info" for a in out):
-            out += _no_signal(run, steps, x >= ZERO_STD_HIGH, "frac_reward_zero_std",
-                              f">= {ZERO_STD_HIGH:.0%} of prompt groups had identical rewards")
+        out += _not_covered(out, _no_signal(
+            run, steps, x >= ZERO_STD_HIGH, "frac_reward_zero_std",
+            f">= {ZERO_STD_HIGH:.0%} of prompt groups had identical rewards"))
     col = run.columns.get("grad_norm")
-    if col is not None and not any(a.severity != "info" for a in out):
+    if col is not None:
         logged = np.isfinite(col)
         if int(logged.sum()) >= 10:
-            out += _no_signal(run, run.steps[logged], col[logged] == 0.0, "grad_norm",
-                              "grad_norm exactly 0")
+            out += _not_covered(out, _no_signal(run, run.steps[logged], col[logged] == 0.0,
+                                                "grad_norm", "grad_norm exactly 0"))
     return out
+
+
+def _not_covered(found: list[Anomaly], new: list[Anomaly]) -> list[Anomaly]:
+    """The new findings whose steps no warning+ finding in `found` covers already."""
+    return [a for a in new if not any(
+        b.severity != "info" and b.start_step <= a.end_step and a.start_step <= b.end_step
+        for b in found)]
 
 
 def _no_signal(run, steps: np.ndarray, mask: np.ndarray, metric: str, what: str) -> list[Anomaly]:
@@ -1081,11 +1089,11 @@ def _no_signal(run, steps: np.ndarray, mask: np.ndarray, metric: str, what: str)
     low = _reward_low(run, steps)
     hit = mask & low
     out = []
+    # gaps of at most NO_SIGNAL_GAP points keep every window at least 1/4 no-signal steps,
+    # and a window only grows as the run does (its verdict never flips)
     for i0, i1 in hit_windows(hit, max_gap=NO_SIGNAL_GAP):
         share = float(hit[i0 : i1 + 1].mean())
         n = int(hit[i0 : i1 + 1].sum())
-        if share < NO_SIGNAL_SHARE:
-            continue
         out.append(Anomaly(
             rule="zero_std_groups", metric=metric, start_step=int(steps[i0]), end_step=int(steps[i1]),
             severity=grade(n, 5, 50, share >= 0.9 and n >= 10),
