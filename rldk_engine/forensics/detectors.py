@@ -85,6 +85,7 @@ DRIFT_COEF_ANSWER = 0.25  # ... the coefficient moving less than this share of t
 APPROX_KL_ABSURD = 1.0  # nats per update: the policy was replaced, not updated
 ABSURD_NORM = 1e8  # a gradient norm this large is an overflow, not a spike
 VALUE_VANISHED = 1e-3  # value loss this far below its peak: returns are constant
+EXPANDING_MAX = 5000  # longer series: whole-series noise instead of expanding
 SPIKE_GAP = 4  # spikes at most this many points apart form one window
 NONFINITE_GAP = 9  # non-finite values at most this many finite points apart: one window
 NONFINITE_CRITICAL = 5  # this many in one window is critical (wasting compute)
@@ -1104,6 +1105,20 @@ def _no_signal(run, steps: np.ndarray, mask: np.ndarray, metric: str, what: str)
     return out
 
 
+def _expanding_noise(x: np.ndarray) -> np.ndarray:
+    """Per point, the diff-based noise of the points up to it (causal). Long series use
+    the whole series' noise (a verdict there is far from the growing end anyway)."""
+    if x.size > EXPANDING_MAX:
+        return np.full(x.size, diff_sigma(x))
+    d = np.abs(np.diff(x))
+    out = np.zeros(x.size)
+    for i in range(3, x.size):
+        di = np.diff(x[: i + 1])
+        out[i] = NOISE_SIGMA * float(np.median(np.abs(di - np.median(di))))
+    out[:3] = out[3] if x.size > 3 else (float(d.max()) if d.size else 0.0)
+    return out
+
+
 def _reward_low(run, steps: np.ndarray) -> np.ndarray:
     """Per step in `steps`: reward (3-point trailing median) in the lowest third of the
     range seen so far, or flat (a range within noise); True when no reward is logged."""
@@ -1116,7 +1131,7 @@ def _reward_low(run, steps: np.ndarray) -> np.ndarray:
     r_steps, r = run.steps[ok], rew[ok]
     level = _trailing_median(r, 3)
     lo, hi = np.minimum.accumulate(level), np.maximum.accumulate(level)
-    flat = hi - lo <= 6 * diff_sigma(r)
+    flat = hi - lo <= 6 * _expanding_noise(r)
     low = flat | (level <= lo + (hi - lo) / 3.0)
     pos = np.clip(np.searchsorted(r_steps, steps, side="right") - 1, 0, r.size - 1)
     return low[pos]
