@@ -278,10 +278,13 @@ def extend_windows(
 def grade(
     n_post_warmup: int, persist: int, long: int, extreme: bool
 ) -> str:
-    """info below `persist` points; warning; critical when long or extreme."""
+    """Severity with meaning: info = notable but normal (fewer than `persist` points: a
+    blip that heals); warning = a human should look; critical = the run is wasting compute
+    now (stop-worthy): the fault lasts `long` points, or is extreme and has lasted twice
+    the persistence (an extreme value that heals at once is still only worth a look)."""
     if n_post_warmup < persist:
         return "info"
-    if n_post_warmup >= long or extreme:
+    if n_post_warmup >= long or (extreme and n_post_warmup >= 2 * persist):
         return "critical"
     return "warning"
 
