@@ -154,8 +154,9 @@ def _finite_series(run, col: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None
 
 
 def _aligned(run, names: tuple[str, ...]) -> tuple[np.ndarray, list[np.ndarray]] | None:
-    series = [_series(run, name) for name in names]
-    if any(s is None for s in series):
+    found = [_series(run, name) for name in names]
+    series = [s for s in found if s is not None]
+    if len(series) < len(found):
         return None
     first = series[0][0]
     if all(s[0].size == first.size and (s[0] is first or np.array_equal(s[0], first)) for s in series):
