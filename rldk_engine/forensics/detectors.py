@@ -82,6 +82,7 @@ VALUE_FIT_EV = 0.5  # a critic explaining this much of the returns still fits th
 DRIFT_KL_RATIO = 2.0  # KL this many times its earlier level ...
 DRIFT_MIN_POINTS = 20  # ... for this many points, with ...
 DRIFT_COEF_ANSWER = 0.25  # ... the coefficient moving less than this share of the KL rise
+APPROX_KL_LINE = 0.1  # nats per update: well above the usual 0.01-0.03
 APPROX_KL_ABSURD = 1.0  # nats per update: the policy was replaced, not updated
 ABSURD_NORM = 1e8  # a gradient norm this large is an overflow, not a spike
 VALUE_VANISHED = 1e-3  # value loss this far below its peak: returns are constant
@@ -471,10 +472,11 @@ def detect_approx_kl_high(run) -> list[Anomaly]:
 
     # m-of-n like the live preset: 3 updates over the line within any 10 are one window
     windows = extend_windows(hit_windows(hit, max_gap=7), stay, x.size)
-    # warm-up points are hits only on the absolute test above: they count as evidence
+    # persistence counts updates over the absolute line (as the live preset does: 3 of
+    # 10 over 0.1), also in warm-up; a z-only neighbour of one huge update does not count
     found = _windows_to_anomalies(
         "approx_kl_high", "approx_kl", steps, x, med, windows, 0, persist=3, long=30,
-        strong=hit,
+        strong=x > APPROX_KL_LINE,
         is_extreme=lambda p, b: p > 0.2,
         describe=lambda p, b, n: f"approx_kl high ({p:.4g} vs baseline {b:.4g}) for {n} logged steps",
     )
@@ -843,7 +845,9 @@ def detect_reward_collapse(run) -> list[Anomaly]:
     peak = np.maximum.accumulate(level)
     peak_at = _running_argmax(level)
     low_before_peak = np.minimum.accumulate(level)[peak_at]
-    achieved = peak - np.minimum.accumulate(level)  # the range reached so far (causal)
+    # the range reached so far (causal), noise included: early in a noisy run a wobble
+    # must not look like a large part of the range
+    achieved = np.maximum.accumulate(smooth) - np.minimum.accumulate(smooth)
     noise = diff_sigma(x)
     initial = _initial_level(x)
     lag = np.clip(np.arange(x.size) - TRAILING, 0, None)
@@ -852,8 +856,11 @@ def detect_reward_collapse(run) -> list[Anomaly]:
     z_fall = ((drop > 6 * sigma) | (drop_lag > 6 * sigma[lag])) & big
     z_fall[:warm] = False
     gains = peak - low_before_peak
-    lost_gains = (gains > 6 * noise) & (level < peak - 0.5 * gains) & (
-        peak - level > REWARD_COLLAPSE_RANGE * achieved)
+    # the trailing noise around the peak catches slow wobble that diffs miss, but on a
+    # rising phase it is the rise itself: capped at twice the diff-based noise
+    spread = np.minimum(sigma[peak_at], 2 * noise)
+    lost_gains = (gains > 6 * np.maximum(noise, spread)) & (level < peak - 0.5 * gains) & (
+        peak - level > np.maximum(REWARD_COLLAPSE_RANGE * achieved, 4 * spread))
     from_start = (initial > 0) & (smooth < 0.5 * initial) & (initial - smooth > 6 * noise)
     from_start[0] = False
     hit = z_fall | lost_gains | from_start
