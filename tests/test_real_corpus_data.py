@@ -21,9 +21,20 @@ CORPUS = Path(__file__).resolve().parent / "data" / "real"
 SIDE_FILES = {"PROVENANCE.md", "label.json"}
 # The rule ids of SPEC.md ("Rules"); a rule added later to the rulebook is accepted too.
 SPEC_RULES = {
-    "kl_spike", "kl_controller_drift", "approx_kl_high", "advantage_bias", "entropy_collapse",
-    "grad_norm_spike", "grad_imbalance", "non_finite", "reward_hacking", "reward_collapse",
-    "clip_frac_high", "length_explosion", "length_collapse", "zero_std_groups",
+    "kl_spike",
+    "kl_controller_drift",
+    "approx_kl_high",
+    "advantage_bias",
+    "entropy_collapse",
+    "grad_norm_spike",
+    "grad_imbalance",
+    "non_finite",
+    "reward_hacking",
+    "reward_collapse",
+    "clip_frac_high",
+    "length_explosion",
+    "length_collapse",
+    "zero_std_groups",
     "value_divergence",
 }
 SEVERITIES = {"info", "warning", "critical"}
@@ -45,11 +56,23 @@ def _run_dirs() -> list[Path]:
 
 
 def _log_files(run_dir: Path) -> list[Path]:
-    return sorted(p for p in run_dir.iterdir() if p.is_file() and p.name not in SIDE_FILES)
+    """The log files of a folder (a W&B run folder inside it counts with all its files)."""
+    files = (p for p in run_dir.rglob("*") if p.is_file())
+    return sorted(p for p in files if p.parent != run_dir or p.name not in SIDE_FILES)
+
+
+def _wandb_dirs(run_dir: Path) -> list[Path]:
+    return sorted(
+        p for p in run_dir.iterdir() if p.is_dir() and p.name.startswith(("run-", "offline-run-"))
+    )
 
 
 def _read(run_dir: Path):
-    """One Run per folder: all TensorBoard event files together, else the single log file."""
+    """One Run per folder: a W&B run folder, all TensorBoard event files together, or the single log."""
+    wandb_dirs = _wandb_dirs(run_dir)
+    if wandb_dirs:
+        assert len(wandb_dirs) == 1, f"{run_dir.name}: more than one W&B run folder"
+        return read_run(wandb_dirs[0])
     logs = _log_files(run_dir)
     events = [str(p) for p in logs if ".tfevents" in p.name]
     if events:
@@ -92,7 +115,8 @@ def test_provenance_names_repo_commit_and_licence(run_dir: Path):
     assert re.search(r"Commit: [0-9a-f]{40}\b", text), "no full commit hash"
     assert re.search(r"Licence: \S", text), "no licence line"
     for log in _log_files(run_dir):
-        assert f"`{log.name}`" in text, f"{log.name} has no path-in-repository entry"
+        rel = log.relative_to(run_dir).as_posix()
+        assert f"`{rel}`" in text, f"{rel} has no path-in-repository entry"
 
 
 @pytest.mark.parametrize("run_dir", RUN_DIRS, ids=IDS)
@@ -102,10 +126,14 @@ def test_label_is_valid_and_inside_the_run(run_dir: Path):
     assert isinstance(label["healthy"], bool)
     assert isinstance(label["trainer"], str) and label["trainer"]
     assert isinstance(label["format"], str) and label["format"]
-    assert isinstance(label["notes"], str) and len(label["notes"]) >= 40, "notes must give the numbers"
+    assert isinstance(label["notes"], str) and len(label["notes"]) >= 40, (
+        "notes must give the numbers"
+    )
     failures = label["failures"]
     assert isinstance(failures, list)
-    assert label["healthy"] == (not failures), "healthy runs have no failures, failing runs have some"
+    assert label["healthy"] == (not failures), (
+        "healthy runs have no failures, failing runs have some"
+    )
     run = _read(run_dir)
     first, last = int(run.steps[0]), int(run.steps[-1])
     known = _known_rules()
@@ -123,3 +151,14 @@ def test_readme_lists_every_run():
     readme = (CORPUS / "README.md").read_text(encoding="utf-8")
     for run_dir in RUN_DIRS:
         assert f"`{run_dir.name}`" in readme, f"{run_dir.name} missing from README.md"
+
+
+def test_corpus_covers_enough_runs_trainers_and_failures():
+    """Issue 15's floor: 25+ runs, 7+ trainer/format pairs, 10+ failing runs, the rest healthy."""
+    labels = [_label(run_dir) for run_dir in RUN_DIRS]
+    pairs = {(label["trainer"], label["format"]) for label in labels}
+    failing = [label for label in labels if not label["healthy"]]
+    assert len(labels) >= 25, f"only {len(labels)} runs"
+    assert len(pairs) >= 7, f"only {len(pairs)} trainer/format pairs: {sorted(pairs)}"
+    assert len(failing) >= 10, f"only {len(failing)} failing runs"
+    assert len(labels) - len(failing) >= 10, "too few healthy runs to measure false alarms"
