@@ -10,6 +10,8 @@ whole process tree (trainer + monitor, from RUSAGE_CHILDREN) is reported beside 
 monitor's own cost, which load from other processes barely moves. A third figure replays
 the console the plain run printed through `rldk-engine monitor -` and counts that CPU time
 against the plain run's: the monitor's work (start-up, parsing, rules, run-dir writes) alone.
+A fourth watches a child that sleeps and prints nothing: the CPU the monitor spends per
+second of waiting (polling, status writes), which a long run pays for its whole length.
 Skipped (reported, not failed) without stable-baselines3.
 """
 
@@ -78,6 +80,13 @@ def run(quick: bool = False) -> list[dict]:
         with console.open("rb") as recorded:
             _, replay_cpu = _timed([PY, "-m", "rldk_engine.cli", "monitor", "--preset", "ppo", "--quiet",
                                     "--run-dir", str(Path(tmp) / "replay"), "-"], stdin=recorded)
+        idle_s = 5.0 if quick else 20.0
+        idle_wall, idle_cpu = _timed([PY, "-m", "rldk_engine.cli", "monitor", "--preset", "ppo", "--quiet",
+                                      "--run-dir", str(Path(tmp) / "idle"), "--", PY, "-c",
+                                      f"import time; time.sleep({idle_s})"])
+        _, startup_cpu = _timed([PY, "-m", "rldk_engine.cli", "monitor", "--preset", "ppo", "--quiet",
+                                 "--run-dir", str(Path(tmp) / "startup"), "--", PY, "-c", "pass"])
+    idle_rate = max(0.0, idle_cpu - startup_cpu) / idle_wall
     label = f"SB3 PPO CartPole {steps} steps under the monitor ({rows} rows parsed)"
     base, watched = min(t[0] for t in plain), min(t[0] for t in monitored)
     base_cpu, watched_cpu = min(t[1] for t in plain), min(t[1] for t in monitored)
@@ -89,6 +98,8 @@ def run(quick: bool = False) -> list[dict]:
         result(f"{label}: the monitor's own CPU (its console replayed through `monitor -`)",
                replay_cpu, "s", base_cpu, "CPU of the run without the monitor", "ratio <= 1.03",
                (base_cpu + replay_cpu) / base_cpu <= 1.03, ratio=(base_cpu + replay_cpu) / base_cpu),
+        result(f"monitor CPU while a child prints nothing for {idle_s:.0f} s (start-up excluded)",
+               idle_rate, "CPU-s/s", None, "", "<= 0.03 (3% of one core)", idle_rate <= 0.03),
     ]
 
 
