@@ -295,8 +295,8 @@ def _header_fields(line: str) -> tuple[list[str], str] | None:
         fields = next(csv.reader([header], delimiter=delimiter))
     except csv.Error:
         return None
-    if any(number_from_text(f) is not None for f in fields if f.strip()):
-        return None  # a header row has names, not numbers
+    if not all(f.strip() for f in fields) or any(number_from_text(f) is not None for f in fields):
+        return None  # a header row has names, every one of them, and no numbers
     return fields, delimiter
 
 
