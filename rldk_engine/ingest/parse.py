@@ -333,11 +333,11 @@ def _console_summary(text: str) -> dict[str, float] | None:
                     row[key] = value
             return row
     if "fps step: " in text or (text.startswith("epoch: ") and "fps" in text):
-        fps = _RLG_FPS.search(text)
+        speed = _RLG_FPS.search(text)
         fields = dict(_RLG_FIELD.findall(text))
         row = {}
-        if fps:
-            row["fps_step"], row["fps_total"] = float(fps.group(1)), float(fps.group(2))
+        if speed:
+            row["fps_step"], row["fps_total"] = float(speed.group(1)), float(speed.group(2))
         frames = fields.get("frames") or fields.get("frame")
         if frames is not None:
             row["step"] = float(frames)
