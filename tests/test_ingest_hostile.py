@@ -323,3 +323,11 @@ def test_inspect_shows_hostile_names_and_keys_as_text(tmp_path):
     assert "\x1b" not in result.output
     lines = CliRunner().invoke(app, ["inspect", "--stdin"], input='{"step": 0, "[/red]": 1.0}\n\x1b[31mred\n')
     assert lines.exit_code == 2 and "([/red])" in lines.output and "\x1b" not in lines.output
+
+
+def test_wandb_summary_with_a_giant_integer_is_inf(tmp_path):
+    folder = tmp_path / "run-20240101_000000-big"
+    (folder / "files").mkdir(parents=True)
+    (folder / "files" / "wandb-summary.json").write_text('{"_step": 3, "train/kl": ' + GIANT + "}")
+    run = read_run(tmp_path)
+    assert run.steps.tolist() == [3] and math.isinf(run.columns["kl"][0])

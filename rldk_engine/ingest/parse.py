@@ -223,7 +223,7 @@ def event_row(row: dict) -> dict | None:
     return out
 
 
-def _parse_int(text: str) -> int | float:
+def parse_int(text: str) -> int | float:
     # Python refuses int literals over 4300 digits (ValueError) and float() of a huge int
     # overflows: an integer longer than any float is ±inf, never an error.
     return int(text) if len(text) < 300 else float(text)
@@ -235,7 +235,7 @@ def loads_json(raw: bytes | str) -> object:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return json.loads(raw, parse_int=_parse_int)
+        return json.loads(raw, parse_int=parse_int)
 
 
 def _json_metrics(text: str) -> dict[str, float] | None:
