@@ -295,8 +295,8 @@ def _header_fields(line: str) -> tuple[list[str], str] | None:
         fields = next(csv.reader([header], delimiter=delimiter))
     except csv.Error:
         return None
-    if any(number_from_text(f) is not None for f in fields if f.strip()):
-        return None  # a header row has names, not numbers
+    if not all(f.strip() for f in fields) or any(number_from_text(f) is not None for f in fields):
+        return None  # a header row has names, every one of them, and no numbers
     return fields, delimiter
 
 
@@ -572,9 +572,9 @@ def _read_table(path: str, builder: ColumnBuilder, delimiter: str) -> None:
 
 def _read_tensorboard(paths: Iterable[str], builder: ColumnBuilder) -> None:
     try:
-        from tensorboard.compat.proto import event_pb2
-        from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
-        from tensorboard.util import tensor_util
+        from tensorboard.compat.proto import event_pb2  # type: ignore[import-untyped]
+        from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c  # type: ignore[import-untyped]
+        from tensorboard.util import tensor_util  # type: ignore[import-untyped]
     except ImportError:
         first = next(iter(paths))
         raise InputError(
@@ -640,9 +640,10 @@ class _TfRecords:
                 return
             length, length_crc = struct.unpack("<QI", header)
             if self.crc(header[:8]) != length_crc or length > (1 << 31):
-                pending = self._resync(header + pending, handle)
-                if pending is None:
+                resumed = self._resync(header + pending, handle)
+                if resumed is None:
                     return
+                pending = resumed
                 continue
             need = length + 4
             body = pending[:need]
@@ -717,10 +718,10 @@ def _read_wandb(path: str, builder: ColumnBuilder) -> None:
     if os.path.isfile(output):
         _read_text(output, builder)
         return
-    row = wb.summary_row(path)
-    if row is None:
+    summary = wb.summary_row(path)
+    if summary is None:
         raise InputError(path, "W&B run folder without a .wandb file, files/output.log or files/wandb-summary.json")
-    builder.add(row)
+    builder.add(summary)
 
 
 # ---------------------------------------------------------------- public API
