@@ -100,7 +100,8 @@ def test_a_losing_alias_named_like_a_canonical_metric_does_not_overwrite_the_win
          {"step": 1.0, "kl": math.inf, "reward": math.nan}),
         ('{"step": 1, "kl": NaN}', {"step": 1.0, "kl": math.nan}),
         ("\x00\x00step:2 - a:1.0", {"step": 2.0, "a": 1.0}),
-        (" 10%|#  | 1/10 [00:01<00:09]{'loss': 0.5, 'kl': 0.01}", {"loss": 0.5, "kl": 0.01}),
+        # the bar's counter is the global step of the dict glued to it
+        (" 10%|#  | 1/10 [00:01<00:09]{'loss': 0.5, 'kl': 0.01}", {"loss": 0.5, "kl": 0.01, "global_step": 1.0}),
     ],
 )
 def test_parse_line_understands_every_trainer_line(line, expected):

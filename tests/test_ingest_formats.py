@@ -353,3 +353,21 @@ def test_parse_line_on_every_kind_returns_floats():
         got = parse_line(line)
         assert got and all(isinstance(v, float) for v in got.values())
         assert all(math.isfinite(v) or math.isnan(v) for v in got.values())
+
+
+def test_hf_progress_bar_counter_and_epoch_cadence_place_stepless_dicts():
+    # logging_steps=10: the bar glued in front shows the global step once; later dicts
+    # carry only `epoch`, and the cadence (100 steps per epoch) places them
+    lines = [" 10%|#  | 10/100 [00:01<00:09, 9.1it/s]{'loss': 0.5, 'epoch': 0.1}",
+             "{'loss': '0.4', 'epoch': '0.2'}", "{'eval_loss': '0.3', 'epoch': '0.2'}",
+             "{'loss': '0.35', 'epoch': '0.3'}"]
+    _, records = _records(lines)
+    assert [r.step for r in records] == [10, 20, 20, 30]
+
+
+def test_line_parser_finish_flushes_an_open_table():
+    parser = LineParser()
+    for line in ["-" * 10, "| time/ | |", "|    total_timesteps | 64 |", "|    fps | 12 |"]:
+        assert parser.feed(line) is None
+    record = parser.finish()
+    assert record.step == 64 and record.metrics == {"time/fps": 12.0}

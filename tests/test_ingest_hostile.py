@@ -304,3 +304,30 @@ def test_cli_on_a_fifo_exits_2_without_blocking(fifo, command):
 def test_discovery_never_blocks_on_a_fifo(fifo):
     sources, errors = discover_sources([fifo])
     assert sources == [] and "FIFO" in errors[0]
+
+
+# ------------------------------------------------------------------ markup and control characters
+
+
+def test_inspect_shows_hostile_names_and_keys_as_text(tmp_path):
+    from typer.testing import CliRunner
+
+    from rldk_engine.cli.engine import app
+
+    (tmp_path / "[").mkdir()
+    path = tmp_path / "[" / "bold]\x1b[31m.jsonl"  # the path holds `[/bold]` and an escape
+    path.write_text('{"step": 0, "[/red]": 1.0, "kl": 0.1}\n{"step": 1, "[/red]": 2.0, "kl": 0.2}\n')
+    result = CliRunner().invoke(app, ["inspect", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "bold]" in result.output and "\\x1b" in result.output  # shown, escaped
+    assert "\x1b" not in result.output
+    lines = CliRunner().invoke(app, ["inspect", "--stdin"], input='{"step": 0, "[/red]": 1.0}\n\x1b[31mred\n')
+    assert lines.exit_code == 2 and "([/red])" in lines.output and "\x1b" not in lines.output
+
+
+def test_wandb_summary_with_a_giant_integer_is_inf(tmp_path):
+    folder = tmp_path / "run-20240101_000000-big"
+    (folder / "files").mkdir(parents=True)
+    (folder / "files" / "wandb-summary.json").write_text('{"_step": 3, "train/kl": ' + GIANT + "}")
+    run = read_run(tmp_path)
+    assert run.steps.tolist() == [3] and math.isinf(run.columns["kl"][0])

@@ -104,7 +104,7 @@ def _inspect_lines(path: str | None, limit: int) -> None:
             err.print(f"{_printable(path)}: {exc.strerror or exc}", markup=False)
             raise typer.Exit(2) from None
     else:
-        source = sys.stdin.buffer
+        source = sys.stdin.buffer  # type: ignore[assignment]
     parser = LineParser()
     table = Table(title="rldk inspect: how each line is read")
     table.add_column("line", justify="right", no_wrap=True)

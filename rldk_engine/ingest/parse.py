@@ -62,6 +62,8 @@ _ARRAY_NUMBER = re.compile(r"^(?:array\()?\[+\s*([^\[\],\s]+)\s*\]+(?:\s*,\s*dty
 _KV_PAIR = re.compile(
     r"(?:^|(?<=[\s,|;\[]))([A-Za-z_][\w/.\-]*)\s*=\s*(array\([^()]*\)|\[+[^\[\]]*\]+|[^\s,|;\[\]]+)"
 )
+# the counter of a tqdm bar glued in front of a dict: `| 20/100 [00:10<...]{'loss': ...}`
+_BAR_COUNTER = re.compile(r"(\d+)/\d+ \[")
 # A tqdm frame: `Train step of epoch 0:  10%|█  | 10/100 [00:10<01:30, 1.0s/it, k=v]`
 _TQDM_FRAME = re.compile(r"(?:\d+%\||\d+it \[|[\d.]+(?:it/s|s/it)[,\]])")
 
@@ -221,7 +223,7 @@ def event_row(row: dict) -> dict | None:
     return out
 
 
-def _parse_int(text: str) -> int | float:
+def parse_int(text: str) -> int | float:
     # Python refuses int literals over 4300 digits (ValueError) and float() of a huge int
     # overflows: an integer longer than any float is ±inf, never an error.
     return int(text) if len(text) < 300 else float(text)
@@ -233,7 +235,7 @@ def loads_json(raw: bytes | str) -> object:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return json.loads(raw, parse_int=_parse_int)
+        return json.loads(raw, parse_int=parse_int)
 
 
 def _json_metrics(text: str) -> dict[str, float] | None:
@@ -331,11 +333,11 @@ def _console_summary(text: str) -> dict[str, float] | None:
                     row[key] = value
             return row
     if "fps step: " in text or (text.startswith("epoch: ") and "fps" in text):
-        fps = _RLG_FPS.search(text)
+        speed = _RLG_FPS.search(text)
         fields = dict(_RLG_FIELD.findall(text))
         row = {}
-        if fps:
-            row["fps_step"], row["fps_total"] = float(fps.group(1)), float(fps.group(2))
+        if speed:
+            row["fps_step"], row["fps_total"] = float(speed.group(1)), float(speed.group(2))
         frames = fields.get("frames") or fields.get("frame")
         if frames is not None:
             row["step"] = float(frames)
@@ -369,8 +371,14 @@ def parse_line(text: str) -> dict[str, float] | None:
         if body.startswith("{'"):
             # HF prints bare dicts; after prose ("overriding config {...}") it is config.
             # A tqdm bar glued in front (`...it/s]{'loss': ...}`) still counts.
-            if brace == 0 or text[brace - 1] == "]":
+            if brace == 0:
                 return _pydict_metrics(body)
+            if text[brace - 1] == "]":
+                found = _pydict_metrics(body)
+                bar = _BAR_COUNTER.findall(text[max(0, brace - 200):brace])
+                if found is not None and bar and not any(k in found for k in _STEP_KEYS):
+                    found["global_step"] = float(bar[-1])  # the bar counts optimiser steps
+                return found
             return None
         if brace == 0:
             return _json_metrics(body)
@@ -499,7 +507,12 @@ def csv_header(text: str) -> _CsvHeader | None:
     delimiter = "\t" if text.count("\t") > text.count(",") else ","
     if text.count(delimiter) < 1:
         return None
-    fields = [f.strip() for f in next(csv.reader([text], delimiter=delimiter))]
+    if "\n" in text or "\r" in text:
+        return None
+    try:
+        fields = [f.strip() for f in next(csv.reader([text], delimiter=delimiter))]
+    except csv.Error:
+        return None
     if len(fields) < 2 or not all(fields):
         return None
     if any(not _CSV_FIELD.match(f) or number_from_text(f) is not None for f in fields):
@@ -516,7 +529,13 @@ def csv_header(text: str) -> _CsvHeader | None:
 def _csv_row(header: _CsvHeader, text: str) -> dict[str, float] | None:
     if text.count(header.delimiter) != len(header.fields) - 1:
         return None
-    cells = text.split(header.delimiter) if '"' not in text else next(csv.reader([text], delimiter=header.delimiter))
+    if '"' not in text:
+        cells = text.split(header.delimiter)
+    else:
+        try:
+            cells = next(csv.reader([text.replace("\n", " ")], delimiter=header.delimiter))
+        except csv.Error:
+            return None
     if len(cells) != len(header.fields):
         return None
     row: dict[str, float] = {}
@@ -570,6 +589,7 @@ class LineParser:
         self._yaml: _YamlBlock | None = None
         self._csv: _CsvHeader | None = None
         self._last_tqdm: dict[str, float] | None = None
+        self._steps_per_epoch: float | None = None  # HF logging cadence, once known
 
     def feed(self, line: str) -> Record | None:
         self.n_lines += 1
@@ -712,10 +732,21 @@ class LineParser:
             current = previous
         elif pydict:
             # HF's global_step is 1-based and counts optimiser steps: the first logged
-            # dict is step 1 (with logging_steps=1), not 0
+            # dict is step 1 (with logging_steps=1), not 0. Once a dict has shown both
+            # its step and its epoch, the cadence (steps per epoch) places later dicts
+            # that carry only `epoch` (logging_steps > 1).
+            epoch = raw.get("epoch")
             current = 1 if previous is None else previous + 1
+            if epoch is not None and self._steps_per_epoch and epoch > 0:
+                placed = round(epoch * self._steps_per_epoch)
+                if previous is None or placed > previous:
+                    current = placed
         else:
             current = 0 if previous is None else previous + 1
+        if pydict and step is not None and current > 0:
+            epoch = raw.get("epoch")
+            if epoch is not None and 0 < epoch < current:
+                self._steps_per_epoch = current / epoch
         if origin is not None:
             self._last_by_origin[origin] = current
         self.last_step = current

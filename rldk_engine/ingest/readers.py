@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import gzip
 import os
+import re
 import stat
 import struct
 import zlib
@@ -57,6 +58,7 @@ GZIP_MAX_RATIO = 100
 GZIP_MIN_LIMIT = 256 << 20
 MAX_DOCUMENT_BYTES = 512 << 20
 _BLOCK_BYTES = 1 << 18
+_BLANK_RUNS = re.compile(rb"\n{3,}")
 # Files in a log folder that are never logs: configs, code, media, checkpoints.
 _NOT_LOGS = {
     ".md", ".rst", ".py", ".pyc", ".sh", ".yaml", ".yml", ".toml", ".cfg", ".ini",
@@ -126,6 +128,13 @@ class _LimitedGzip(gzip.GzipFile):
 
     def read(self, size=-1):
         data = super().read(size if size is not None and size >= 0 else _BLOCK_BYTES)
+        self.produced += len(data)
+        if self.produced > self.limit:
+            raise GzipTooLarge(self.limit)
+        return data
+
+    def read1(self, size=-1):
+        data = super().read1(size if size is not None and size >= 0 else _BLOCK_BYTES)
         self.produced += len(data)
         if self.produced > self.limit:
             raise GzipTooLarge(self.limit)
@@ -286,8 +295,8 @@ def _header_fields(line: str) -> tuple[list[str], str] | None:
         fields = next(csv.reader([header], delimiter=delimiter))
     except csv.Error:
         return None
-    if any(number_from_text(f) is not None for f in fields if f.strip()):
-        return None  # a header row has names, not numbers
+    if not all(f.strip() for f in fields) or any(number_from_text(f) is not None for f in fields):
+        return None  # a header row has names, every one of them, and no numbers
     return fields, delimiter
 
 
@@ -344,18 +353,24 @@ def _line_blocks(handle, builder: ColumnBuilder) -> Iterator[list[bytes]]:
     longer than MAX_LINE_BYTES is cut there and the rest is skipped without being held
     (counted in the run's errors); a gzip stream cut short or expanding past its limit
     still hands over every line before that point, then notes it."""
-    if isinstance(handle, gzip.GzipFile):
-        yield from _gzip_line_blocks(handle, builder)
-        return
-    block = _BLOCK_BYTES
+    # read1: one decompression step at a time for gzip, so a stream cut short still hands
+    # over everything before the cut (read() would drop a partly filled block)
+    read = handle.read1 if isinstance(handle, gzip.GzipFile) else handle.read
     partial = b""
     dropping = 0  # bytes of an over-long line being skipped
     done = 0
+    collapsed = 0
     try:
         while True:
-            chunk = handle.read(block)
+            chunk = read(_BLOCK_BYTES)
             if not chunk:
                 break
+            if chunk.count(b"\n") > len(chunk) >> 3 and b"\n\n\n" in chunk:
+                # a flood of blank lines (a gzip bomb of newlines): runs of them become
+                # one, so they cost bytes, not millions of Python objects
+                before = len(chunk)
+                chunk = _BLANK_RUNS.sub(b"\n\n", chunk)
+                collapsed += before - len(chunk)
             if dropping:
                 cut = chunk.find(b"\n")
                 if cut < 0:
@@ -384,48 +399,13 @@ def _line_blocks(handle, builder: ColumnBuilder) -> Iterator[list[bytes]]:
         partial = b""
         builder.skip(f"gzip expands past {exc.args[0] >> 20} MB (more than {GZIP_MAX_RATIO}x its size); "
                      f"stopped after {done} lines")
+    if collapsed:
+        builder.skip(f"runs of blank lines ({collapsed} bytes) collapsed to one; later line numbers count each run as one line")
     if dropping:
         builder.skip(f"line {done}: longer than {MAX_LINE_BYTES} bytes and no newline; cut there "
                      f"({dropping} bytes not read)")
     elif partial:
         yield [partial]
-
-
-def _gzip_line_blocks(handle, builder: ColumnBuilder) -> Iterator[list[bytes]]:
-    """gzip: line by line with a bounded readline, so a stream cut short still hands over
-    every line before the cut."""
-    block: list[bytes] = []
-    done = 0
-    try:
-        while line := handle.readline(MAX_LINE_BYTES):
-            if len(line) == MAX_LINE_BYTES and not line.endswith(b"\n"):
-                dropped = 0
-                while rest := handle.readline(1 << 20):
-                    dropped += len(rest)
-                    if rest.endswith(b"\n"):
-                        break
-                builder.skip(f"line {done + len(block) + 1}: longer than {MAX_LINE_BYTES} bytes; "
-                             f"cut there ({dropped} bytes not read)")
-            block.append(line.rstrip(b"\n"))
-            if len(block) >= 2048:
-                done += len(block)
-                yield block
-                block = []
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        if block:
-            yield block
-        done += len(block)
-        builder.skip(f"line {done + 1}: gzip stream ends early ({exc}); read {done} lines")
-        return
-    except GzipTooLarge as exc:
-        if block:
-            yield block
-        done += len(block)
-        builder.skip(f"gzip expands past {exc.args[0] >> 20} MB (more than {GZIP_MAX_RATIO}x its size); "
-                     f"stopped after {done} lines")
-        return
-    if block:
-        yield block
 
 
 def _read_jsonl(path: str, builder: ColumnBuilder) -> None:
@@ -592,9 +572,9 @@ def _read_table(path: str, builder: ColumnBuilder, delimiter: str) -> None:
 
 def _read_tensorboard(paths: Iterable[str], builder: ColumnBuilder) -> None:
     try:
-        from tensorboard.compat.proto import event_pb2
-        from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
-        from tensorboard.util import tensor_util
+        from tensorboard.compat.proto import event_pb2  # type: ignore[import-untyped]
+        from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c  # type: ignore[import-untyped]
+        from tensorboard.util import tensor_util  # type: ignore[import-untyped]
     except ImportError:
         first = next(iter(paths))
         raise InputError(
@@ -660,9 +640,10 @@ class _TfRecords:
                 return
             length, length_crc = struct.unpack("<QI", header)
             if self.crc(header[:8]) != length_crc or length > (1 << 31):
-                pending = self._resync(header + pending, handle)
-                if pending is None:
+                resumed = self._resync(header + pending, handle)
+                if resumed is None:
                     return
+                pending = resumed
                 continue
             need = length + 4
             body = pending[:need]
@@ -737,10 +718,10 @@ def _read_wandb(path: str, builder: ColumnBuilder) -> None:
     if os.path.isfile(output):
         _read_text(output, builder)
         return
-    row = wb.summary_row(path)
-    if row is None:
+    summary = wb.summary_row(path)
+    if summary is None:
         raise InputError(path, "W&B run folder without a .wandb file, files/output.log or files/wandb-summary.json")
-    builder.add(row)
+    builder.add(summary)
 
 
 # ---------------------------------------------------------------- public API

@@ -253,11 +253,11 @@ def _to_matrix(rows: list[dict], width: int) -> tuple[np.ndarray, np.ndarray | N
         return flat.reshape(len(rows), width).T, None
     except (ValueError, TypeError, OverflowError):
         pass
-    rows = list(map(tuple, map(dict.values, rows)))
-    mat = np.full((width, len(rows)), np.nan)
-    ok = np.ones((width, len(rows)), dtype=bool)
+    tuples = [tuple(row.values()) for row in rows]
+    mat = np.full((width, len(tuples)), np.nan)
+    ok = np.ones((width, len(tuples)), dtype=bool)
     for j in range(width):
-        column = [row[j] for row in rows]
+        column = [values[j] for values in tuples]
         try:
             mat[j] = np.array(column, dtype=np.float64)
             continue

@@ -48,3 +48,12 @@ def test_infinite_grad_norms_in_trainer_state_are_read_as_data():
     assert run.nonfinite.get("grad_norm") is not None
     assert sorted(int(s) for s in run.nonfinite["grad_norm"]) == list(range(5, 41, 5))
     assert run.n_steps == 40  # the closing train_runtime summary is not a step
+
+
+@pytest.mark.parametrize("run", [r for r in RUNS if r.name.startswith("trl_")], ids=lambda r: r.name)
+def test_trl_trainer_state_has_the_grpo_metrics(run):
+    (loaded,), _ = load_runs([run])
+    expected = {"kl", "reward_mean", "reward_std", "entropy", "grad_norm", "lr", "response_len_mean",
+                "response_clip_ratio", "frac_reward_zero_std", "clip_frac"}
+    assert expected <= set(loaded.metrics), sorted(loaded.metrics)
+    assert loaded.steps[0] == 1  # Hugging Face's global_step
