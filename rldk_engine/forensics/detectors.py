@@ -861,10 +861,29 @@ def detect_reward_collapse(run) -> list[Anomaly]:
     spread = np.minimum(sigma[peak_at], 2 * noise)
     lost_gains = (gains > 6 * np.maximum(noise, spread)) & (level < peak - 0.5 * gains) & (
         peak - level > np.maximum(REWARD_COLLAPSE_RANGE * achieved, 4 * spread))
-    from_start = (initial > 0) & (smooth < 0.5 * initial) & (initial - smooth > 6 * noise)
-    from_start[0] = False
+    # below where the run started (its first values; the early trailing baseline looks
+    # ahead and, on a short run, swallows the fall): for a positive start, below half of
+    # it; for any start, by more than noise and a part of the range achieved
+    start = _initial_level(x, 5)
+    start_level = _trailing_median(x, 5)
+    fall = start - start_level
+    from_start = (fall > 6 * noise) & (fall > REWARD_COLLAPSE_RANGE * achieved) & (
+        (start <= 0) | (start_level < 0.5 * start))
+    from_start[:5] = False
+    # ... and the first 3 values alone, for a collapse within the first rollouts
+    early_fall = (initial > 0) & (smooth < 0.5 * initial) & (initial - smooth > 6 * noise)
+    early_fall[0] = False
+    from_start |= early_fall
+    # pinned at the floor: exactly the same lowest value for 5+ points after the run had
+    # been clearly higher (a policy stuck at the environment's minimum reward)
+    last5 = sliding_window_view(np.r_[np.full(4, np.nan), x], 5)
+    run_min = np.minimum.accumulate(x)
+    pinned = (np.nanmax(last5, axis=1) == np.nanmin(last5, axis=1)) & (x == run_min) & (
+        np.maximum.accumulate(x) - x > np.maximum(6 * noise, 0.1 * np.abs(x)))
+    pinned[:4] = False
+    from_start |= pinned
     hit = z_fall | lost_gains | from_start
-    base = np.where(lost_gains | from_start, np.maximum(peak, initial), med)
+    base = np.where(lost_gains, peak, np.where(from_start, max(start, initial), med))
 
     def stay(i0: int, idx: np.ndarray) -> np.ndarray:
         held = med[i0] - x[idx] > max(3 * sigma[i0], 0.1 * achieved[i0])
@@ -1036,13 +1055,20 @@ def detect_length_collapse(run) -> list[Anomaly]:
     reached = np.maximum.accumulate(np.r_[x[0], x[:-1]])
     hit &= x < 0.5 * reached
     hit[:warm] = False
+    # against the run's first values too: a collapse inside warm-up (1759 -> 1014 -> 1
+    # token) makes the early level itself collapsed
+    initial = _initial_level(x)
+    from_start = x < 0.25 * initial
+    from_start[0] = False
+    hit |= from_start
 
     def stay(i0: int, idx: np.ndarray) -> np.ndarray:
-        return (x[idx] < 0.6 * med[i0]) | (x[idx] < 0.25 * early)
+        return (x[idx] < 0.6 * med[i0]) | (x[idx] < 0.25 * early) | (x[idx] < 0.25 * initial)
 
     windows = extend_windows(hit_windows(hit, max_gap=2), stay, x.size)
     return _windows_to_anomalies(
-        "length_collapse", "response_len_mean", steps, x, med, windows, warm, persist=5, long=50,
+        "length_collapse", "response_len_mean", steps, x, np.where(from_start, initial, med),
+        windows, 0 if from_start.any() else warm, persist=5, long=50, strong=hit,
         is_extreme=lambda p, b: p < 0.1 * b,
         describe=lambda p, b, n: f"response length collapsed to {p:.4g} from {b:.4g} for {n} logged steps",
         higher_is_worse=False,
