@@ -87,6 +87,8 @@ APPROX_KL_ABSURD = 1.0  # nats per update: the policy was replaced, not updated
 ABSURD_NORM = 1e8  # a gradient norm this large is an overflow, not a spike
 VALUE_VANISHED = 1e-3  # value loss this far below its peak: returns are constant
 EXPANDING_MAX = 5000  # longer series: whole-series noise instead of expanding
+GUARD_KL = 0.35  # the live presets' stop line for per-token KL ...
+GUARD_KL_STEPS = 5  # ... held this many consecutive logged steps
 SPIKE_GAP = 4  # spikes at most this many points apart form one window
 NONFINITE_GAP = 9  # non-finite values at most this many finite points apart: one window
 NONFINITE_CRITICAL = 5  # this many in one window is critical (wasting compute)
@@ -414,12 +416,27 @@ def detect_kl_spike(run) -> list[Anomaly]:
     """KL far above its own baseline; per-sequence KL (kl_seq, TRL PPO's objective/kl) is
     judged against its own baseline only, never against a per-token level; and KL
     estimates below zero (impossible for a true KL) counted m-of-n."""
-    out = _spike_rule(run, "kl_spike", "kl", log_space=False, min_ratio=3.0, abs_margin=0.005)
+    out = [_guardrail_grade(run, a) for a in
+           _spike_rule(run, "kl_spike", "kl", log_space=False, min_ratio=3.0, abs_margin=0.005)]
     if "kl" not in run.columns or _series(run, "kl") is None:
         out += _spike_rule(run, "kl_spike", "kl_seq", log_space=False, min_ratio=3.0, abs_margin=0.1)
     for metric in ("kl", "kl_seq"):
         out += _negative_kl(run, metric)
     return out
+
+
+def _guardrail_grade(run, a: Anomaly) -> Anomaly:
+    """One verdict with the live guardrail: per-token KL beyond the stop line for
+    GUARD_KL_STEPS consecutive logged steps inside the window is critical (stop-worthy)."""
+    if a.severity == "critical":
+        return a
+    steps, x = _series(run, "kl") or (np.empty(0), np.empty(0))
+    inside = (steps >= a.start_step) & (steps <= a.end_step)
+    held = _longest_run(inside & (np.abs(x) > GUARD_KL))
+    if held >= GUARD_KL_STEPS:
+        a.severity = "critical"
+        a.evidence["over_stop_line_steps"] = held
+    return a
 
 
 def _negative_kl(run, metric: str) -> list[Anomaly]:
@@ -472,11 +489,10 @@ def detect_approx_kl_high(run) -> list[Anomaly]:
 
     # m-of-n like the live preset: 3 updates over the line within any 10 are one window
     windows = extend_windows(hit_windows(hit, max_gap=7), stay, x.size)
-    # persistence counts updates over the absolute line (as the live preset does: 3 of
-    # 10 over 0.1), also in warm-up; a z-only neighbour of one huge update does not count
+    # warm-up points are hits only on the absolute test: they count as evidence
     found = _windows_to_anomalies(
         "approx_kl_high", "approx_kl", steps, x, med, windows, 0, persist=3, long=30,
-        strong=x > APPROX_KL_LINE,
+        strong=hit,
         is_extreme=lambda p, b: p > 0.2,
         describe=lambda p, b, n: f"approx_kl high ({p:.4g} vs baseline {b:.4g}) for {n} logged steps",
     )
@@ -485,6 +501,10 @@ def detect_approx_kl_high(run) -> list[Anomaly]:
     absurd = x > APPROX_KL_ABSURD
     for a in found:
         inside = (steps >= a.start_step) & (steps <= a.end_step)
+        # m-of-n as the live preset: 3 updates over 0.1; otherwise (z-only hits over a
+        # low baseline) the old 10-point persistence. One huge update that heals is info.
+        if int((inside & (x > APPROX_KL_LINE)).sum()) < 3 and int((inside & hit).sum()) < 10:
+            a.severity = "info"
         n_absurd = int((absurd & inside).sum())
         if n_absurd >= 2:
             a.severity = "critical"
