@@ -30,11 +30,12 @@ from pathlib import Path
 from statistics import median
 from typing import Any, Iterable
 
+from rldk_engine.constants import MAD_TO_SIGMA, SEVERITY_ORDER
 from rldk_engine.ingest.metrics import canonical_name  # the alias table: standard library only
 from rldk_engine.ingest.tail import open_regular
 from rldk_engine.live.protocol import json_number  # noqa: F401  (re-exported: Alert rows use it)
 
-SEVERITIES = ("info", "warning", "critical")
+SEVERITIES = SEVERITY_ORDER
 ACTIONS = ("warn", "stop")
 CONDITION_KINDS = ("threshold", "abs", "non_finite", "baseline", "stall")
 OPS = (">", ">=", "<", "<=")
@@ -43,8 +44,6 @@ BASELINE_MODES = ("rolling", "initial")
 PRESETS = ("ppo", "grpo")
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
-# 1.4826 * MAD estimates a standard deviation for normal data.
-MAD_TO_SIGMA = 1.4826
 
 
 class RulesError(ValueError):
@@ -464,6 +463,10 @@ def _baseline_score(cond: Condition, st: _State, x: float) -> tuple[float | None
     if cond.score == "ratio":
         if med == 0:
             return (math.inf if x > 0 else (-math.inf if x < 0 else 1.0)), med
+        if x != 0 and (x > 0) != (med > 0):
+            # a ratio across zero says nothing (a Gaussian policy's differential entropy
+            # legitimately turns negative): NaN compares false, so the step is a miss
+            return math.nan, med
         return x / med, med
     if cond.score == "delta":
         return x - med, med
