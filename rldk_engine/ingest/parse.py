@@ -83,6 +83,13 @@ _RLG_FIELD = re.compile(r"(epoch|frames?|mean reward|mean lengths): ([-+\d.eE]+|
 _TS_EPOCH = re.compile(
     r"^Epoch #(\d+): test_reward: ([^\s,]+)(?: ± ([^\s,]+))?, best_reward: ([^\s,]+)(?: ± ([^\s,]+))?"
 )
+# Unity ML-Agents (mlagents/trainers/stats.py ConsoleWriter; seen in user logs):
+# `[INFO] 3DBall. Step: 12000. Time Elapsed: 40.689 s. Mean Reward: 1.188. Std of Reward: 0.670. Training.`
+# or `... Time Elapsed: 34.999 s. No episode was completed since last summary. Training.`
+_MLA_SUMMARY = re.compile(
+    r"\. Step: (\d+)\. Time Elapsed: ([\d.]+) s\."
+    r"(?: Mean Reward: ([-+\d.eE]{1,40}?|nan|-?inf)\.(?= ) Std of Reward: ([-+\d.eE]{1,40}?|nan|-?inf)\.(?=\s|$))?"
+)
 # Stable-Baselines3 (stable_baselines3/common/logger.py HumanOutputFormat):
 # a dashed line, `| rollout/           |          |` section rows,
 # `|    ep_rew_mean     | 1.43     |` value rows, a closing dashed line.
@@ -308,7 +315,16 @@ def _kv_metrics(text: str) -> dict[str, float] | None:
 
 
 def _console_summary(text: str) -> dict[str, float] | None:
-    """Sample Factory, rl_games and Tianshou console summaries (formats cited above)."""
+    """Sample Factory, rl_games, Tianshou and ML-Agents console summaries (formats cited above)."""
+    if ". Step: " in text and "Time Elapsed: " in text:
+        match = _MLA_SUMMARY.search(text)
+        if match:
+            row = {"step": float(match.group(1)), "time_elapsed": float(match.group(2))}
+            for key, index in (("mean_reward", 3), ("reward_std", 4)):
+                value = number_from_text(match.group(index) or "")
+                if value is not None:
+                    row[key] = value
+            return row
     if "Fps is (" in text:
         match = _SF_FPS.search(text)
         if match:
