@@ -9,8 +9,8 @@ Layers:
   `{'loss': '-0.5566'}`, `np.float64(...)`, `tensor(...)`), verl console lines
   (`step:N - k:v - ...`), `key=value` lines (CleanRL, tqdm postfixes of OpenRLHF and
   Tianshou, numpy reprs like `[294.]` and `array([1.5], dtype=float32)`), and the
-  console summaries of Sample Factory, rl_games and Tianshou. Anything else is
-  rejected cheaply.
+  console summaries of Sample Factory, rl_games, Tianshou and ML-Agents. Anything else
+  is rejected cheaply.
 - `LineParser`: canonical `Record`s with inferred steps and counters, for streams. It
   keeps the small state that multi-line formats need: Stable-Baselines3 ASCII tables
   (one table -> one record, emitted at the closing dashed line), RLlib `pretty_print`
