@@ -206,15 +206,41 @@ def number_from_value(value: object) -> float | None:
     return None
 
 
+_NEST_DEPTH = 6
+_NEST_KEYS = 4096
+
+
+def has_nested(row: dict) -> bool:
+    return any(type(value) is dict for value in row.values())
+
+
 def flatten_json_row(row: dict) -> dict:
-    """`{"step": N, "data": {...}}` and `{"metrics": {...}}` -> one flat dict."""
-    for nest in ("data", "metrics"):
-        inner = row.get(nest)
-        if isinstance(inner, dict):
-            flat = {k: v for k, v in row.items() if k != nest}
-            flat.update(inner)
-            return flat
-    return row
+    """`{"step": N, "data": {...}}` and `{"metrics": {...}}` -> one flat dict; other
+    nested objects (RLlib's result.json: `{"info": {"learner": {...}}}`) become
+    slash-joined keys (`info/learner/default_policy/learner_stats/kl`), which the alias
+    table knows. Depth and key count are bounded."""
+    if not has_nested(row):
+        return row
+    flat: dict = {}
+    for key, value in row.items():
+        if type(value) is not dict:
+            flat[key] = value
+    for key, value in row.items():
+        if type(value) is dict:
+            prefix = "" if key in ("data", "metrics") else f"{key}/"
+            _flatten_into(flat, value, prefix, 1)
+    return flat
+
+
+def _flatten_into(flat: dict, node: dict, prefix: str, depth: int) -> None:
+    for key, value in node.items():
+        if len(flat) >= _NEST_KEYS:
+            return
+        if type(value) is dict:
+            if depth < _NEST_DEPTH:
+                _flatten_into(flat, value, f"{prefix}{key}/", depth + 1)
+        else:
+            flat[f"{prefix}{key}"] = value
 
 
 def event_row(row: dict) -> dict | None:
@@ -252,12 +278,10 @@ def _json_metrics(text: str) -> dict[str, float] | None:
         return None
     if type(row) is not dict:
         return None
-    if "data" in row or "metrics" in row:
+    if "name" in row and "value" in row and (event := event_row(row)) is not None:
+        row = event
+    elif has_nested(row):
         row = flatten_json_row(row)
-    elif "name" in row and "value" in row:
-        event = event_row(row)
-        if event is not None:
-            row = event
     for value in row.values():  # fast path: plain numbers, the usual metric line
         kind = type(value)
         if kind is not float and kind is not int:
