@@ -65,7 +65,8 @@ _KV_PAIR = re.compile(
 # the counter of a tqdm bar glued in front of a dict: `| 20/100 [00:10<...]{'loss': ...}`
 _BAR_COUNTER = re.compile(r"(\d+)/\d+ \[")
 # A tqdm frame: `Train step of epoch 0:  10%|█  | 10/100 [00:10<01:30, 1.0s/it, k=v]`
-_TQDM_FRAME = re.compile(r"(?:\d+%\||\d+it \[|[\d.]+(?:it/s|s/it)[,\]])")
+# (each alternative may start only where a run of digits starts: linear on long digit runs)
+_TQDM_FRAME = re.compile(r"(?<![\d.])(?:\d+%\||\d+it \[|[\d.]+(?:it/s|s/it)[,\]])")
 
 # Sample Factory (sample_factory/algo/runners/runner.py, seen in its docs and user logs):
 # `[2022-11-30 19:48:21,166][07494] Fps is (10 sec: 22528.2, 60 sec: 20377.6, 300 sec:
@@ -76,7 +77,8 @@ _SF_REWARD = re.compile(r"Avg episode rewards?: (?:\[\(0, '([^']*)'\)|#0: ([-+\w
 # rl_games (rl_games/common/a2c_common.py `train`, e.g. as shown in Isaac Lab's docs):
 # `fps step: 112918 fps step and policy inference: 104337 fps total: 78179 epoch: 1/150 frames: 0`
 # and forks that print `epoch: 5 fps step: 10.0 fps total: 9.0 mean reward: 1.23 mean lengths: 40.0`
-_RLG_FPS = re.compile(r"fps step: ([\d.]+) .*?fps total: ([\d.]+)")
+_RLG_FPS_STEP = re.compile(r"fps step: ([\d.]+)")
+_RLG_FPS_TOTAL = re.compile(r"fps total: ([\d.]+)")
 _RLG_FIELD = re.compile(r"(epoch|frames?|mean reward|mean lengths): ([-+\d.eE]+|nan|inf)(?:/\d+)?")
 # Tianshou (tianshou/trainer/base.py, printed once per epoch):
 # `Epoch #1: test_reward: 9.400000 ± 0.663325, best_reward: 9.400000 ± 0.663325 in #1`
@@ -94,7 +96,6 @@ _MLA_SUMMARY = re.compile(
 # a dashed line, `| rollout/           |          |` section rows,
 # `|    ep_rew_mean     | 1.43     |` value rows, a closing dashed line.
 _SB3_RULE = re.compile(r"^-{5,}$")
-_SB3_ROW = re.compile(r"^\|\s*([^|]*?)\s*\|\s*([^|]*?)\s*\|$")
 # RLlib `pretty_print(result)` (ray/tune/logger): YAML, keys sorted, nested by indent.
 _YAML_KEY = re.compile(r"^( *)([A-Za-z_][\w/.\-]*):(?: (.*))?$")
 _RLLIB_TOP_KEYS = frozenset({
@@ -373,11 +374,11 @@ def _console_summary(text: str) -> dict[str, float] | None:
                     row[key] = value
             return row
     if "fps step: " in text or (text.startswith("epoch: ") and "fps" in text):
-        speed = _RLG_FPS.search(text)
+        speed, total = _RLG_FPS_STEP.search(text), _RLG_FPS_TOTAL.search(text)
         fields = dict(_RLG_FIELD.findall(text))
         row = {}
-        if speed:
-            row["fps_step"], row["fps_total"] = float(speed.group(1)), float(speed.group(2))
+        if speed and total:
+            row["fps_step"], row["fps_total"] = float(speed.group(1)), float(total.group(1))
         frames = fields.get("frames") or fields.get("frame")
         if frames is not None:
             row["step"] = float(frames)
@@ -537,6 +538,15 @@ class _CsvHeader:
     def __init__(self, fields: list[str], delimiter: str) -> None:
         self.fields = fields
         self.delimiter = delimiter
+
+
+def _sb3_row(text: str) -> tuple[str, str] | None:
+    """`|    approx_kl | 0.0079 |` -> ("approx_kl", "0.0079"); split, not a regex, so a
+    hostile row costs time linear in its length."""
+    if len(text) < 3 or text[0] != "|" or text[-1] != "|" or text.count("|") != 3:
+        return None
+    key, value = text[1:-1].split("|")
+    return key.strip(), value.strip()
 
 
 def csv_header(text: str) -> _CsvHeader | None:
@@ -727,14 +737,14 @@ class LineParser:
                 return KIND_TABLE_END, table.row
             self._table = _Sb3Table()  # opening rule
             return KIND_TABLE, None
-        row = _SB3_ROW.match(text)
+        row = _sb3_row(text)
         if row is None:
             if self._table is not None:
                 self._table = None  # something else interrupted the table: drop it
             return None
         if self._table is None:
             self._table = _Sb3Table()  # attached mid-table: take what follows
-        self._table.add(row.group(1), row.group(2))
+        self._table.add(*row)
         return KIND_TABLE, None
 
     def _rllib(self, line: str, text: str) -> tuple[str, dict[str, float] | None] | None:
