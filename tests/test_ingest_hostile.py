@@ -90,6 +90,8 @@ def test_huge_integers_in_files_become_inf_and_keep_the_other_rows(tmp_path, suf
     lambda n: "a," * (n // 2),
     lambda n: "Epoch #1: test_reward: " + "9" * n,
     lambda n: "Fps is (10 sec: " + "1" * n,
+    lambda n: "[INFO] x. Step: 1. Time Elapsed: 1 s. Mean Reward: " + "1." * (n // 2),
+    lambda n: "Result for x:\n" + "  " * n + "a: 1",
 ])
 def test_a_200kb_hostile_line_parses_in_bounded_time(make):
     line = make(200_000)
@@ -331,3 +333,26 @@ def test_wandb_summary_with_a_giant_integer_is_inf(tmp_path):
     (folder / "files" / "wandb-summary.json").write_text('{"_step": 3, "train/kl": ' + GIANT + "}")
     run = read_run(tmp_path)
     assert run.steps.tolist() == [3] and math.isinf(run.columns["kl"][0])
+
+
+_PREFIXES = ["", "step=1 ", "{'a': ", '{"a": ', "x=", "| ", "|a|", "Epoch #1: ", "fps step: ", "epoch: ",
+             "Avg episode reward: ", "Fps is (10 sec: ", "(a) ", "[rank0]: ", "agent_timesteps_total: ",
+             "time/total_timesteps,", "[INFO] a. Step: 1. Time Elapsed: 1 s. Mean Reward: ", "step:1 - ",
+             " 10%|#  | 1/10 [00:01<00:09, 1.0s/it, ", "global_step=1, x=array(["]
+_RUNS = ["1", " ", "1.", "a", "[", "(", "'", "=", "|", ",", "5%", "1it", "a=1 ", "\t", "- ", ": "]
+
+
+def test_every_parser_pattern_is_linear_on_long_runs():
+    # every line-kind prefix followed by a 100 KB run of each character class a regex
+    # could backtrack on; a quadratic pattern takes seconds per line here
+    parser = LineParser()
+    slowest = (0.0, "")
+    for prefix in _PREFIXES:
+        for run in _RUNS:
+            line = prefix + run * (100_000 // len(run)) + "x"
+            start = time.perf_counter()
+            parser.feed(line)
+            parse_line(line)
+            spent = time.perf_counter() - start
+            slowest = max(slowest, (spent, f"{prefix!r} + {run!r} * n"))
+    assert slowest[0] < 1.0, slowest

@@ -9,8 +9,8 @@ Layers:
   `{'loss': '-0.5566'}`, `np.float64(...)`, `tensor(...)`), verl console lines
   (`step:N - k:v - ...`), `key=value` lines (CleanRL, tqdm postfixes of OpenRLHF and
   Tianshou, numpy reprs like `[294.]` and `array([1.5], dtype=float32)`), and the
-  console summaries of Sample Factory, rl_games and Tianshou. Anything else is
-  rejected cheaply.
+  console summaries of Sample Factory, rl_games, Tianshou and ML-Agents. Anything else
+  is rejected cheaply.
 - `LineParser`: canonical `Record`s with inferred steps and counters, for streams. It
   keeps the small state that multi-line formats need: Stable-Baselines3 ASCII tables
   (one table -> one record, emitted at the closing dashed line), RLlib `pretty_print`
@@ -65,7 +65,8 @@ _KV_PAIR = re.compile(
 # the counter of a tqdm bar glued in front of a dict: `| 20/100 [00:10<...]{'loss': ...}`
 _BAR_COUNTER = re.compile(r"(\d+)/\d+ \[")
 # A tqdm frame: `Train step of epoch 0:  10%|█  | 10/100 [00:10<01:30, 1.0s/it, k=v]`
-_TQDM_FRAME = re.compile(r"(?:\d+%\||\d+it \[|[\d.]+(?:it/s|s/it)[,\]])")
+# (each alternative may start only where a run of digits starts: linear on long digit runs)
+_TQDM_FRAME = re.compile(r"(?<![\d.])(?:\d+%\||\d+it \[|[\d.]+(?:it/s|s/it)[,\]])")
 
 # Sample Factory (sample_factory/algo/runners/runner.py, seen in its docs and user logs):
 # `[2022-11-30 19:48:21,166][07494] Fps is (10 sec: 22528.2, 60 sec: 20377.6, 300 sec:
@@ -76,18 +77,25 @@ _SF_REWARD = re.compile(r"Avg episode rewards?: (?:\[\(0, '([^']*)'\)|#0: ([-+\w
 # rl_games (rl_games/common/a2c_common.py `train`, e.g. as shown in Isaac Lab's docs):
 # `fps step: 112918 fps step and policy inference: 104337 fps total: 78179 epoch: 1/150 frames: 0`
 # and forks that print `epoch: 5 fps step: 10.0 fps total: 9.0 mean reward: 1.23 mean lengths: 40.0`
-_RLG_FPS = re.compile(r"fps step: ([\d.]+) .*?fps total: ([\d.]+)")
+_RLG_FPS_STEP = re.compile(r"fps step: ([\d.]+)")
+_RLG_FPS_TOTAL = re.compile(r"fps total: ([\d.]+)")
 _RLG_FIELD = re.compile(r"(epoch|frames?|mean reward|mean lengths): ([-+\d.eE]+|nan|inf)(?:/\d+)?")
 # Tianshou (tianshou/trainer/base.py, printed once per epoch):
 # `Epoch #1: test_reward: 9.400000 ± 0.663325, best_reward: 9.400000 ± 0.663325 in #1`
 _TS_EPOCH = re.compile(
     r"^Epoch #(\d+): test_reward: ([^\s,]+)(?: ± ([^\s,]+))?, best_reward: ([^\s,]+)(?: ± ([^\s,]+))?"
 )
+# Unity ML-Agents (mlagents/trainers/stats.py ConsoleWriter; seen in user logs):
+# `[INFO] 3DBall. Step: 12000. Time Elapsed: 40.689 s. Mean Reward: 1.188. Std of Reward: 0.670. Training.`
+# or `... Time Elapsed: 34.999 s. No episode was completed since last summary. Training.`
+_MLA_SUMMARY = re.compile(
+    r"\. Step: (\d+)\. Time Elapsed: ([\d.]+) s\."
+    r"(?: Mean Reward: ([-+\d.eE]{1,40}?|nan|-?inf)\.(?= ) Std of Reward: ([-+\d.eE]{1,40}?|nan|-?inf)\.(?=\s|$))?"
+)
 # Stable-Baselines3 (stable_baselines3/common/logger.py HumanOutputFormat):
 # a dashed line, `| rollout/           |          |` section rows,
 # `|    ep_rew_mean     | 1.43     |` value rows, a closing dashed line.
 _SB3_RULE = re.compile(r"^-{5,}$")
-_SB3_ROW = re.compile(r"^\|\s*([^|]*?)\s*\|\s*([^|]*?)\s*\|$")
 # RLlib `pretty_print(result)` (ray/tune/logger): YAML, keys sorted, nested by indent.
 _YAML_KEY = re.compile(r"^( *)([A-Za-z_][\w/.\-]*):(?: (.*))?$")
 _RLLIB_TOP_KEYS = frozenset({
@@ -199,15 +207,41 @@ def number_from_value(value: object) -> float | None:
     return None
 
 
+_NEST_DEPTH = 6
+_NEST_KEYS = 4096
+
+
+def has_nested(row: dict) -> bool:
+    return any(type(value) is dict for value in row.values())
+
+
 def flatten_json_row(row: dict) -> dict:
-    """`{"step": N, "data": {...}}` and `{"metrics": {...}}` -> one flat dict."""
-    for nest in ("data", "metrics"):
-        inner = row.get(nest)
-        if isinstance(inner, dict):
-            flat = {k: v for k, v in row.items() if k != nest}
-            flat.update(inner)
-            return flat
-    return row
+    """`{"step": N, "data": {...}}` and `{"metrics": {...}}` -> one flat dict; other
+    nested objects (RLlib's result.json: `{"info": {"learner": {...}}}`) become
+    slash-joined keys (`info/learner/default_policy/learner_stats/kl`), which the alias
+    table knows. Depth and key count are bounded."""
+    if not has_nested(row):
+        return row
+    flat: dict = {}
+    for key, value in row.items():
+        if type(value) is not dict:
+            flat[key] = value
+    for key, value in row.items():
+        if type(value) is dict:
+            prefix = "" if key in ("data", "metrics") else f"{key}/"
+            _flatten_into(flat, value, prefix, 1)
+    return flat
+
+
+def _flatten_into(flat: dict, node: dict, prefix: str, depth: int) -> None:
+    for key, value in node.items():
+        if len(flat) >= _NEST_KEYS:
+            return
+        if type(value) is dict:
+            if depth < _NEST_DEPTH:
+                _flatten_into(flat, value, f"{prefix}{key}/", depth + 1)
+        else:
+            flat[f"{prefix}{key}"] = value
 
 
 def event_row(row: dict) -> dict | None:
@@ -245,12 +279,10 @@ def _json_metrics(text: str) -> dict[str, float] | None:
         return None
     if type(row) is not dict:
         return None
-    if "data" in row or "metrics" in row:
+    if "name" in row and "value" in row and (event := event_row(row)) is not None:
+        row = event
+    elif has_nested(row):
         row = flatten_json_row(row)
-    elif "name" in row and "value" in row:
-        event = event_row(row)
-        if event is not None:
-            row = event
     for value in row.values():  # fast path: plain numbers, the usual metric line
         kind = type(value)
         if kind is not float and kind is not int:
@@ -308,7 +340,16 @@ def _kv_metrics(text: str) -> dict[str, float] | None:
 
 
 def _console_summary(text: str) -> dict[str, float] | None:
-    """Sample Factory, rl_games and Tianshou console summaries (formats cited above)."""
+    """Sample Factory, rl_games, Tianshou and ML-Agents console summaries (formats cited above)."""
+    if ". Step: " in text and "Time Elapsed: " in text:
+        match = _MLA_SUMMARY.search(text)
+        if match:
+            row = {"step": float(match.group(1)), "time_elapsed": float(match.group(2))}
+            for key, index in (("mean_reward", 3), ("reward_std", 4)):
+                value = number_from_text(match.group(index) or "")
+                if value is not None:
+                    row[key] = value
+            return row
     if "Fps is (" in text:
         match = _SF_FPS.search(text)
         if match:
@@ -333,11 +374,11 @@ def _console_summary(text: str) -> dict[str, float] | None:
                     row[key] = value
             return row
     if "fps step: " in text or (text.startswith("epoch: ") and "fps" in text):
-        speed = _RLG_FPS.search(text)
+        speed, total = _RLG_FPS_STEP.search(text), _RLG_FPS_TOTAL.search(text)
         fields = dict(_RLG_FIELD.findall(text))
         row = {}
-        if speed:
-            row["fps_step"], row["fps_total"] = float(speed.group(1)), float(speed.group(2))
+        if speed and total:
+            row["fps_step"], row["fps_total"] = float(speed.group(1)), float(total.group(1))
         frames = fields.get("frames") or fields.get("frame")
         if frames is not None:
             row["step"] = float(frames)
@@ -497,6 +538,15 @@ class _CsvHeader:
     def __init__(self, fields: list[str], delimiter: str) -> None:
         self.fields = fields
         self.delimiter = delimiter
+
+
+def _sb3_row(text: str) -> tuple[str, str] | None:
+    """`|    approx_kl | 0.0079 |` -> ("approx_kl", "0.0079"); split, not a regex, so a
+    hostile row costs time linear in its length."""
+    if len(text) < 3 or text[0] != "|" or text[-1] != "|" or text.count("|") != 3:
+        return None
+    key, value = text[1:-1].split("|")
+    return key.strip(), value.strip()
 
 
 def csv_header(text: str) -> _CsvHeader | None:
@@ -687,14 +737,14 @@ class LineParser:
                 return KIND_TABLE_END, table.row
             self._table = _Sb3Table()  # opening rule
             return KIND_TABLE, None
-        row = _SB3_ROW.match(text)
+        row = _sb3_row(text)
         if row is None:
             if self._table is not None:
                 self._table = None  # something else interrupted the table: drop it
             return None
         if self._table is None:
             self._table = _Sb3Table()  # attached mid-table: take what follows
-        self._table.add(row.group(1), row.group(2))
+        self._table.add(*row)
         return KIND_TABLE, None
 
     def _rllib(self, line: str, text: str) -> tuple[str, dict[str, float] | None] | None:
