@@ -371,3 +371,31 @@ def test_line_parser_finish_flushes_an_open_table():
         assert parser.feed(line) is None
     record = parser.finish()
     assert record.step == 64 and record.metrics == {"time/fps": 12.0}
+
+
+def test_ml_agents_console_summaries():
+    lines = [
+        "[INFO] 3DBall. Step: 12000. Time Elapsed: 40.689 s. Mean Reward: 1.188. Std of Reward: 0.670. Training.",
+        "[INFO] Economic. Step: 20000. Time Elapsed: 98.406 s. No episode was completed since last summary. Training.",
+        "[INFO] Economic. Step: 25000. Time Elapsed: 120.1 s. Mean Reward: 0.333. Std of Reward: 0.943. Training. ELO: 1197.423.",
+    ]
+    _, records = _records(lines)
+    assert [r.step for r in records] == [12000, 20000, 25000]
+    assert records[0].metrics == {"time_elapsed": 40.689, "reward_mean": 1.188, "reward_std": 0.67}
+    assert records[1].metrics == {"time_elapsed": 98.406}
+    assert records[2].metrics["reward_mean"] == 0.333
+
+
+def test_rllib_result_json_nested_rows_map_through_the_alias_table(tmp_path):
+    rows = [{"training_iteration": i, "episode_reward_mean": 10.0 + i, "config": {"lr": 5e-5},
+             "info": {"learner": {"default_policy": {"learner_stats": {"kl": 0.01 * i, "entropy": 0.6,
+                                                                        "vf_loss": 2.0}}}}}
+            for i in range(1, 4)]
+    path = tmp_path / "result.json"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = read_run(path)
+    assert run.steps.tolist() == [1, 2, 3]
+    assert run.columns["approx_kl"].tolist() == pytest.approx([0.01, 0.02, 0.03])
+    assert run.columns["reward_mean"].tolist() == [11.0, 12.0, 13.0] and "value_loss" in run.columns
+    record = LineParser().feed(json.dumps(rows[0]))
+    assert record.step == 1 and record.metrics["entropy"] == 0.6 and record.metrics["config/lr"] == 5e-5

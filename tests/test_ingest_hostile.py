@@ -90,6 +90,8 @@ def test_huge_integers_in_files_become_inf_and_keep_the_other_rows(tmp_path, suf
     lambda n: "a," * (n // 2),
     lambda n: "Epoch #1: test_reward: " + "9" * n,
     lambda n: "Fps is (10 sec: " + "1" * n,
+    lambda n: "[INFO] x. Step: 1. Time Elapsed: 1 s. Mean Reward: " + "1." * (n // 2),
+    lambda n: "Result for x:\n" + "  " * n + "a: 1",
 ])
 def test_a_200kb_hostile_line_parses_in_bounded_time(make):
     line = make(200_000)

@@ -9,8 +9,8 @@ Layers:
   `{'loss': '-0.5566'}`, `np.float64(...)`, `tensor(...)`), verl console lines
   (`step:N - k:v - ...`), `key=value` lines (CleanRL, tqdm postfixes of OpenRLHF and
   Tianshou, numpy reprs like `[294.]` and `array([1.5], dtype=float32)`), and the
-  console summaries of Sample Factory, rl_games and Tianshou. Anything else is
-  rejected cheaply.
+  console summaries of Sample Factory, rl_games, Tianshou and ML-Agents. Anything else
+  is rejected cheaply.
 - `LineParser`: canonical `Record`s with inferred steps and counters, for streams. It
   keeps the small state that multi-line formats need: Stable-Baselines3 ASCII tables
   (one table -> one record, emitted at the closing dashed line), RLlib `pretty_print`
@@ -82,6 +82,13 @@ _RLG_FIELD = re.compile(r"(epoch|frames?|mean reward|mean lengths): ([-+\d.eE]+|
 # `Epoch #1: test_reward: 9.400000 ± 0.663325, best_reward: 9.400000 ± 0.663325 in #1`
 _TS_EPOCH = re.compile(
     r"^Epoch #(\d+): test_reward: ([^\s,]+)(?: ± ([^\s,]+))?, best_reward: ([^\s,]+)(?: ± ([^\s,]+))?"
+)
+# Unity ML-Agents (mlagents/trainers/stats.py ConsoleWriter; seen in user logs):
+# `[INFO] 3DBall. Step: 12000. Time Elapsed: 40.689 s. Mean Reward: 1.188. Std of Reward: 0.670. Training.`
+# or `... Time Elapsed: 34.999 s. No episode was completed since last summary. Training.`
+_MLA_SUMMARY = re.compile(
+    r"\. Step: (\d+)\. Time Elapsed: ([\d.]+) s\."
+    r"(?: Mean Reward: ([-+\d.eE]{1,40}?|nan|-?inf)\.(?= ) Std of Reward: ([-+\d.eE]{1,40}?|nan|-?inf)\.(?=\s|$))?"
 )
 # Stable-Baselines3 (stable_baselines3/common/logger.py HumanOutputFormat):
 # a dashed line, `| rollout/           |          |` section rows,
@@ -199,15 +206,41 @@ def number_from_value(value: object) -> float | None:
     return None
 
 
+_NEST_DEPTH = 6
+_NEST_KEYS = 4096
+
+
+def has_nested(row: dict) -> bool:
+    return any(type(value) is dict for value in row.values())
+
+
 def flatten_json_row(row: dict) -> dict:
-    """`{"step": N, "data": {...}}` and `{"metrics": {...}}` -> one flat dict."""
-    for nest in ("data", "metrics"):
-        inner = row.get(nest)
-        if isinstance(inner, dict):
-            flat = {k: v for k, v in row.items() if k != nest}
-            flat.update(inner)
-            return flat
-    return row
+    """`{"step": N, "data": {...}}` and `{"metrics": {...}}` -> one flat dict; other
+    nested objects (RLlib's result.json: `{"info": {"learner": {...}}}`) become
+    slash-joined keys (`info/learner/default_policy/learner_stats/kl`), which the alias
+    table knows. Depth and key count are bounded."""
+    if not has_nested(row):
+        return row
+    flat: dict = {}
+    for key, value in row.items():
+        if type(value) is not dict:
+            flat[key] = value
+    for key, value in row.items():
+        if type(value) is dict:
+            prefix = "" if key in ("data", "metrics") else f"{key}/"
+            _flatten_into(flat, value, prefix, 1)
+    return flat
+
+
+def _flatten_into(flat: dict, node: dict, prefix: str, depth: int) -> None:
+    for key, value in node.items():
+        if len(flat) >= _NEST_KEYS:
+            return
+        if type(value) is dict:
+            if depth < _NEST_DEPTH:
+                _flatten_into(flat, value, f"{prefix}{key}/", depth + 1)
+        else:
+            flat[f"{prefix}{key}"] = value
 
 
 def event_row(row: dict) -> dict | None:
@@ -245,12 +278,10 @@ def _json_metrics(text: str) -> dict[str, float] | None:
         return None
     if type(row) is not dict:
         return None
-    if "data" in row or "metrics" in row:
+    if "name" in row and "value" in row and (event := event_row(row)) is not None:
+        row = event
+    elif has_nested(row):
         row = flatten_json_row(row)
-    elif "name" in row and "value" in row:
-        event = event_row(row)
-        if event is not None:
-            row = event
     for value in row.values():  # fast path: plain numbers, the usual metric line
         kind = type(value)
         if kind is not float and kind is not int:
@@ -308,7 +339,16 @@ def _kv_metrics(text: str) -> dict[str, float] | None:
 
 
 def _console_summary(text: str) -> dict[str, float] | None:
-    """Sample Factory, rl_games and Tianshou console summaries (formats cited above)."""
+    """Sample Factory, rl_games, Tianshou and ML-Agents console summaries (formats cited above)."""
+    if ". Step: " in text and "Time Elapsed: " in text:
+        match = _MLA_SUMMARY.search(text)
+        if match:
+            row = {"step": float(match.group(1)), "time_elapsed": float(match.group(2))}
+            for key, index in (("mean_reward", 3), ("reward_std", 4)):
+                value = number_from_text(match.group(index) or "")
+                if value is not None:
+                    row[key] = value
+            return row
     if "Fps is (" in text:
         match = _SF_FPS.search(text)
         if match:

@@ -349,10 +349,16 @@ def _iter_lines(path: str, builder: ColumnBuilder) -> Iterator[tuple[int, bytes]
 
 
 def _line_blocks(handle, builder: ColumnBuilder) -> Iterator[list[bytes]]:
-    """Lists of complete lines (without the newline), read in bounded blocks: a line
-    longer than MAX_LINE_BYTES is cut there and the rest is skipped without being held
-    (counted in the run's errors); a gzip stream cut short or expanding past its limit
-    still hands over every line before that point, then notes it."""
+    """Lists of complete lines (without the newline); see `_byte_blocks`."""
+    for block, _ in _byte_blocks(handle, builder):
+        yield block.split(b"\n")
+
+
+def _byte_blocks(handle, builder: ColumnBuilder) -> Iterator[tuple[bytes, int]]:
+    """(block, number of lines): complete lines joined by newlines, read in bounded
+    blocks. A line longer than MAX_LINE_BYTES is cut there and the rest is skipped
+    without being held (counted in the run's errors); a gzip stream cut short or
+    expanding past its limit still hands over every line before that point, then notes it."""
     # read1: one decompression step at a time for gzip, so a stream cut short still hands
     # over everything before the cut (read() would drop a partly filled block)
     read = handle.read1 if isinstance(handle, gzip.GzipFile) else handle.read
@@ -380,19 +386,24 @@ def _line_blocks(handle, builder: ColumnBuilder) -> Iterator[list[bytes]]:
                              f"({dropping + cut} bytes not read)")
                 dropping = 0
                 chunk = chunk[cut + 1:]
-            lines = (partial + chunk).split(b"\n") if partial else chunk.split(b"\n")
-            partial = lines.pop()
+            data = partial + chunk if partial else chunk
+            last = data.rfind(b"\n")
+            if last < 0:
+                partial = data
+            else:
+                block, partial = data[:last], data[last + 1:]
+                lines = block.count(b"\n") + 1
+                done += lines
+                yield block, lines
             if len(partial) > MAX_LINE_BYTES:
-                lines.append(partial[:MAX_LINE_BYTES])
+                done += 1
+                yield partial[:MAX_LINE_BYTES], 1
                 dropping = len(partial) - MAX_LINE_BYTES
                 partial = b""
-            if lines:
-                done += len(lines)
-                yield lines
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         if partial:
             done += 1
-            yield [partial]
+            yield partial, 1
             partial = b""
         builder.skip(f"line {done + 1}: gzip stream ends early ({exc}); read {done} lines")
     except GzipTooLarge as exc:
@@ -400,31 +411,31 @@ def _line_blocks(handle, builder: ColumnBuilder) -> Iterator[list[bytes]]:
         builder.skip(f"gzip expands past {exc.args[0] >> 20} MB (more than {GZIP_MAX_RATIO}x its size); "
                      f"stopped after {done} lines")
     if collapsed:
-        builder.skip(f"runs of blank lines ({collapsed} bytes) collapsed to one; later line numbers count each run as one line")
+        builder.skip(f"runs of blank lines ({collapsed} bytes) collapsed to one; later line numbers "
+                     "count each run as one line")
     if dropping:
         builder.skip(f"line {done}: longer than {MAX_LINE_BYTES} bytes and no newline; cut there "
                      f"({dropping} bytes not read)")
     elif partial:
-        yield [partial]
+        yield partial, 1
 
 
 def _read_jsonl(path: str, builder: ColumnBuilder) -> None:
-    # The hot path of offline ingest: one orjson call per block of lines;
-    # a block holding anything unusual (a bad line, NaN tokens, a non-object) is redone
-    # line by line, with line numbers, by `_json_rows`.
+    # The hot path of offline ingest: one orjson call per block of lines (the block's
+    # newlines turned into commas: no per-line objects); a block holding anything unusual
+    # (a bad or blank line, NaN tokens, a non-object) is redone line by line, with line
+    # numbers, by `_json_rows`.
     loads = orjson.loads
     done = 0  # lines of the blocks handed over so far
     with open_binary(path) as handle:
-        for lines in _line_blocks(handle, builder):
+        for block, n_lines in _byte_blocks(handle, builder):
             try:
-                # the block as one JSON array: one parser call; a block whose lines do
-                # not each hold exactly one object fails these checks and goes slowly
-                rows = loads(b"[" + b",".join(lines) + b"]")
-                clean = len(rows) == len(lines) and set(map(type, rows)) == {dict}
+                rows = loads(b"[" + block.replace(b"\n", b",") + b"]")
+                clean = len(rows) == n_lines and set(map(type, rows)) == {dict}
             except orjson.JSONDecodeError:
                 clean = False
-            builder.extend(rows if clean else _json_rows(lines, done, builder))
-            done += len(lines)
+            builder.extend(rows if clean else _json_rows(block.split(b"\n"), done, builder))
+            done += n_lines
 
 
 def _read_events(path: str, builder: ColumnBuilder) -> None:

@@ -15,7 +15,7 @@ from itertools import chain
 import numpy as np
 
 from rldk_engine.ingest.metrics import CANONICAL, canonical_map, is_canonical
-from rldk_engine.ingest.parse import MAX_STEP, flatten_json_row, number_from_value
+from rldk_engine.ingest.parse import MAX_STEP, flatten_json_row, has_nested, number_from_value
 
 MAX_ERRORS = 100
 # Distinct source keys one run may hold. Columns are dense (one float per row per key),
@@ -138,7 +138,7 @@ class ColumnBuilder:
         start = self.n_rows
         self.n_rows += len(chunk)
         groups = _group_by_schema(chunk, start)
-        if any("data" in keys or "metrics" in keys for keys in groups):
+        if any(has_nested(rows[0]) for _, rows in groups.values()):
             groups = _group_by_schema(list(map(flatten_json_row, chunk)), start)
         for keys, (ids, rows) in list(groups.items()):
             if keys not in self._buckets and not self._keys.issuperset(keys):
