@@ -105,3 +105,26 @@ def test_callback_notifies_the_stop_once(tmp_path):
     text = receiver.bodies[0]["title"] + "\n" + receiver.bodies[0]["message"]
     assert "stopped by kl_spike at step 8" in text and "evidence: kl=0.5" in text
     assert "resume from: " + str(out / "checkpoint-3") in text
+
+
+def test_demo_trainer_saves_on_sigint(tmp_path):
+    """The three-line pattern: KeyboardInterrupt -> save the last completed step -> exit 130."""
+    import signal
+
+    ckpt = tmp_path / "ckpt"
+    proc = subprocess.Popen([sys.executable, str(REPO / "demos" / "ppo_trainer.py"), "--steps", "500",
+                             "--sleep", "0.02", "--output-dir", str(ckpt), "--save-every", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    steps = []
+    for line in proc.stdout:
+        steps.append(json.loads(line)["step"])
+        if len(steps) == 5:
+            break
+    proc.send_signal(signal.SIGINT)
+    rest, err = proc.communicate(timeout=60)
+    steps += [json.loads(line)["step"] for line in rest.splitlines() if line.startswith("{")]
+    assert proc.returncode == 130, err
+    saved = sorted(int(p.stem.split("_")[1]) for p in ckpt.glob("step_*.pt"))
+    assert saved[-1] in (steps[-1], steps[-1] - 1)  # the last completed step
+    assert {1, 3} <= set(saved)  # --save-every 2
+    assert f"interrupted: saved {ckpt / f'step_{saved[-1]}.pt'}" in err
