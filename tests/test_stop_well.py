@@ -9,7 +9,6 @@ import sys
 import textwrap
 
 import pytest
-
 from helpers import REPO
 
 pytest.importorskip("transformers", reason="the 'hf' extra (transformers) is not installed")
