@@ -30,6 +30,7 @@ from statistics import median
 from typing import Any, Iterable
 
 from rldk_engine.ingest.metrics import canonical_name  # the alias table: standard library only
+from rldk_engine.live.protocol import json_number  # noqa: F401  (re-exported: Alert rows use it)
 
 SEVERITIES = ("info", "warning", "critical")
 ACTIONS = ("warn", "stop")
@@ -130,15 +131,6 @@ class Alert:
     def key(self) -> tuple:
         """What replay-vs-live comparisons use (time differs by construction)."""
         return (self.event, self.step, self.rule, self.metric, self.severity, self.action)
-
-
-def json_number(x: float | None) -> float | str | None:
-    """Non-finite floats as the strings CONTRACTS.md prescribes ("NaN", "Infinity")."""
-    if x is None or math.isfinite(x):
-        return x
-    if math.isnan(x):
-        return "NaN"
-    return "Infinity" if x > 0 else "-Infinity"
 
 
 # ----------------------------------------------------------------------------- loading
