@@ -33,8 +33,11 @@ from typing import Any, Protocol
 
 import orjson
 
+from rldk_engine.errors import InputError
 from rldk_engine.ingest.metrics import canonical_name
 from rldk_engine.ingest.parse import LineParser, number_from_value
+from rldk_engine.ingest.tail import FileTail, check_regular
+from rldk_engine.live.process import group_alive, proc_info, stop_plan
 from rldk_engine.live.rules import Alert, json_number
 
 EXIT_STOPPED = 3
@@ -53,7 +56,8 @@ class AttachConfig:
     rules_source: str
     pid: int | None = None
     once: bool = False
-    grace_int: float = 2.0  # seconds after SIGINT before SIGTERM (time to save a checkpoint)
+    first_signal: int = signal.SIGINT
+    grace_int: float = 2.0  # seconds after the first signal before SIGTERM (time to save a checkpoint)
     grace_term: float = 5.0  # seconds after SIGTERM before SIGKILL
     alerts_path: Path | None = None
     report_path: Path | None = None
@@ -107,20 +111,25 @@ def events_of_line(text: str, parser: LineParser) -> tuple[int | None, dict[str,
 # ----------------------------------------------------------------------------- processes
 
 
-def pid_alive(pid: int) -> bool:
-    """True while `pid` exists and is not a zombie (a parent may reap it late)."""
+def pid_start(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot): with the pid, its identity."""
+    info = proc_info(pid)
+    return info.start if info is not None else None
+
+
+def pid_alive(pid: int, start: int | None = None) -> bool:
+    """True while `pid` exists, is not a zombie (a parent may reap it late) and, when
+    `start` is given, is still the process that started then (pids are recycled)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-        return stat[stat.rfind(b")") + 2:][:1] != b"Z"
-    except OSError:
-        return True
+        pass
+    info = proc_info(pid)
+    if info is None:
+        return not os.path.isdir("/proc")  # no /proc: kill(0) is all we know
+    return info.state != "Z" and (start is None or info.start == start)
 
 
 def stop_target(pid: int) -> tuple[str, int]:
@@ -135,70 +144,74 @@ def stop_target(pid: int) -> tuple[str, int]:
     return "pid", pid
 
 
-def _target_alive(kind: str, ident: int) -> bool:
-    if kind == "group":
-        from rldk_engine.live.monitor import group_alive
-
-        return group_alive(ident)
-    return pid_alive(ident)
-
-
-def _send(kind: str, ident: int, sig: int) -> None:
-    try:
-        (os.killpg if kind == "group" else os.kill)(ident, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def escalate(pid: int, grace_int: float, grace_term: float, sent: list[str]) -> bool:
-    """SIGINT -> SIGTERM -> SIGKILL until the process (or its group) is gone; True if gone."""
+def escalate(pid: int, start: int | None, plan: list[tuple[int, float]], sent: list[str]) -> bool:
+    """Send each signal of `plan` (process.stop_plan) to the process, or to its group when it
+    leads one, until it is gone; a recycled pid is never signalled. True once gone."""
     kind, ident = stop_target(pid)
-    for sig, grace in ((signal.SIGINT, grace_int), (signal.SIGTERM, grace_term), (signal.SIGKILL, 2.0)):
-        if not _target_alive(kind, ident):
+
+    def alive() -> bool:  # a group id is not reused while any member lives
+        return group_alive(ident) if kind == "group" else pid_alive(pid, start)
+
+    for sig, grace in plan:
+        if not alive():
             return True
-        _send(kind, ident, sig)
+        try:
+            (os.killpg if kind == "group" else os.kill)(ident, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
         sent.append(signal.Signals(sig).name)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
-            if not _target_alive(kind, ident):
+            if not alive():
                 return True
             time.sleep(0.01)
-    return not _target_alive(kind, ident)
+    return not alive()
 
 
 # ----------------------------------------------------------------------------- the watch
 
 
-def _read_lines(cfg: AttachConfig, q: queue.Queue, stop: threading.Event) -> threading.Thread:
-    """A reader thread putting text lines (then None at the end) on `q`."""
-    def pump_file(fh) -> None:
-        for raw in fh:
-            q.put(raw.decode("utf-8", "replace"))
-        q.put(None)
+def _stdin_reader(q: queue.Queue) -> None:
+    for raw in sys.stdin.buffer:
+        q.put(raw.decode("utf-8", "replace"))
+    q.put(None)
 
-    if cfg.stream == "-":
-        target: Callable[[], None] = lambda: pump_file(sys.stdin.buffer)  # noqa: E731
-    elif cfg.once:
-        def target() -> None:
-            with open(cfg.stream, "rb") as fh:
-                pump_file(fh)
-    else:
-        from rldk_engine.live.monitor import _follow
 
-        inner: queue.Queue = queue.Queue()
+class _Lines:
+    """The stream's new lines: a followed file (FileTail), a file read once, or stdin.
+    `get()` returns a list of lines (maybe empty), or None when the input ended."""
 
-        def target() -> None:
-            t = threading.Thread(target=_follow, args=(Path(cfg.stream), inner, stop, None), daemon=True)
-            t.start()
-            while True:
-                _, line = inner.get()
-                if not isinstance(line, bytes):
-                    q.put(None)
-                    return
-                q.put(line.decode("utf-8", "replace"))
-    thread = threading.Thread(target=target, name="rldk-attach-reader", daemon=True)
-    thread.start()
-    return thread
+    def __init__(self, cfg: AttachConfig):
+        self.cfg = cfg
+        self.q: queue.Queue | None = None
+        self.tail: FileTail | None = None
+        if cfg.stream == "-":
+            self.q = queue.Queue(maxsize=4096)
+            threading.Thread(target=_stdin_reader, args=(self.q,), name="rldk-stdin", daemon=True).start()
+        else:
+            self.tail = FileTail(cfg.stream)
+
+    def get(self) -> list[str] | None:
+        if self.q is not None:
+            try:
+                line = self.q.get(timeout=0.05)
+            except queue.Empty:
+                return []
+            return None if line is None else [line]
+        assert self.tail is not None
+        lines = [raw.decode("utf-8", "replace") for raw in self.tail.read_lines(1 << 20)]
+        if lines:
+            return lines
+        if self.cfg.once:
+            rest = bytes(self.tail.partial)  # a last line without its newline is complete
+            self.tail.partial.clear()
+            return [rest.decode("utf-8", "replace")] if rest.strip() else None
+        time.sleep(0.05)
+        return []
+
+    def close(self) -> None:
+        if self.tail is not None:
+            self.tail.close()
 
 
 class Watch:
@@ -210,6 +223,7 @@ class Watch:
         self._steps: set[int] = set()
         self._stopper: threading.Thread | None = None
         self._interrupted = False
+        self.pid_start = pid_start(cfg.pid) if cfg.pid is not None else None
         if cfg.alerts_path is not None:
             try:
                 cfg.alerts_path.parent.mkdir(parents=True, exist_ok=True)
@@ -263,19 +277,23 @@ class Watch:
 
     def _stop_process(self) -> None:
         assert self.cfg.pid is not None
-        self.res.process_gone = escalate(self.cfg.pid, self.cfg.grace_int, self.cfg.grace_term, self.res.signals)
+        plan = stop_plan(self.cfg.first_signal, self.cfg.grace_int, self.cfg.grace_term)
+        self.res.process_gone = escalate(self.cfg.pid, self.pid_start, plan, self.res.signals)
 
     def on_signal(self, signum, frame) -> None:
         self._interrupted = True
 
     def run(self) -> AttachResult:
-        q: queue.Queue = queue.Queue(maxsize=4096)
-        stop = threading.Event()
-        if self.cfg.stream != "-" and self.cfg.once and not Path(self.cfg.stream).is_file():
-            self.problem(f"{self.cfg.stream}: no such file")
-            self.res.exit_code, self.res.outcome = 2, "stream_ended"
+        try:
+            lines = _Lines(self.cfg)
+            if self.cfg.stream != "-":
+                check_regular(self.cfg.stream)
+                if self.cfg.once and not Path(self.cfg.stream).is_file():
+                    raise InputError(self.cfg.stream, "no such file")
+        except (InputError, OSError) as exc:
+            self.problem(str(exc) if isinstance(exc, InputError) else f"{self.cfg.stream}: {exc.strerror or exc}")
+            self.res.exit_code = 2
             return self.finish()
-        _read_lines(self.cfg, q, stop)
         old = None
         if threading.current_thread() is threading.main_thread():
             old = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -285,14 +303,18 @@ class Watch:
         try:
             while not self._interrupted:
                 try:
-                    line = q.get(timeout=0.05)
-                except queue.Empty:
-                    line = ""
-                if line is None:
+                    batch = lines.get()
+                except InputError as exc:  # a FIFO appeared at the path
+                    self.problem(str(exc))
+                    break
+                if batch is None:
                     break  # stdin or --once ended
-                if line:
+                if batch:
                     last_line = time.monotonic()
-                    self.handle(line)
+                    for line in batch:
+                        self.handle(line)
+                        if self.res.stop_rule is not None and self.cfg.pid is None:
+                            break  # nothing to stop: the watch ends at the stop rule
                 now = time.monotonic()
                 if self.res.stop_rule is not None:
                     if self._stopper is None or not self._stopper.is_alive():
@@ -300,13 +322,13 @@ class Watch:
                     continue
                 if self.cfg.pid is not None and now >= next_check:
                     next_check = now + 0.1
-                    if gone_at is None and not pid_alive(self.cfg.pid):
+                    if gone_at is None and not pid_alive(self.cfg.pid, self.pid_start):
                         gone_at = now
                     if gone_at is not None and (now - last_line > DRAIN_QUIET or now - gone_at > DRAIN_MAX):
                         self.res.outcome = "process_exited"
                         break
         finally:
-            stop.set()
+            lines.close()
             if old:
                 for s, h in old.items():
                     signal.signal(s, h)
