@@ -10,8 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from rldk_engine.cli import app
+from rldk_engine.forensics.backends import ScanOptions
 from rldk_engine.forensics.scan import scan_paths
-from rldk_engine.integrations.ray_scan import RayUnavailable, scan_sources_ray
+from rldk_engine.integrations.ray_scan import RayBackend, RayUnavailable
 
 
 def _write_tree(root: Path, n: int = 6) -> Path:
@@ -47,7 +48,7 @@ def test_ray_backend_gives_the_process_pool_report(tmp_path):
 def test_missing_ray_is_a_one_line_usage_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
     with pytest.raises(RayUnavailable, match=r"pip install 'rldk\[ray\]'"):
-        scan_sources_ray(["x"], "auto", 1, None)
+        RayBackend().run(["x"], ScanOptions(backend="ray"))
     root = _write_tree(tmp_path / "runs", n=1)
     result = CliRunner().invoke(app, ["scan", str(root), "--backend", "ray"])
     assert result.exit_code == 2 and "rldk[ray]" in result.output
@@ -56,3 +57,16 @@ def test_missing_ray_is_a_one_line_usage_error(tmp_path, monkeypatch):
 def test_unknown_backend_is_rejected(tmp_path):
     result = CliRunner().invoke(app, ["scan", str(tmp_path), "--backend", "spark"])
     assert result.exit_code == 2 and "unknown --backend 'spark'" in result.output
+
+
+def test_backends_import_no_cycle_and_no_private_names():
+    """scan -> backends <- ray_scan: ray_scan never imports scan, nothing private crosses."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "rldk_engine"
+    for rel in ("integrations/ray_scan.py", "forensics/backends.py", "forensics/run_scan.py"):
+        tree = ast.parse((root / rel).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert node.module != "rldk_engine.forensics.scan", rel
+                assert not any(a.name.startswith("_") for a in node.names), (rel, node.module)

@@ -29,15 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rldk_engine.devtools import fixtures as fx
+from rldk_engine.rulebook import offline_rule_ids
 
 TOLERANCE = 10
 FINDING_LEVELS = ("warning", "critical")
-RULE_IDS = (
-    "kl_spike", "kl_controller_drift", "approx_kl_high", "advantage_bias", "entropy_collapse",
-    "grad_norm_spike", "grad_imbalance", "non_finite", "reward_hacking", "reward_collapse",
-    "clip_frac_high", "length_explosion", "length_collapse", "zero_std_groups",
-    "value_divergence",
-)
+RULE_IDS = offline_rule_ids()  # every rule a stored log can show (the registry)
 MODES = ("offline", "streaming")
 
 

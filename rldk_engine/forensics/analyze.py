@@ -81,7 +81,9 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-COMPONENTS = ("kl", "gradients", "advantages", "reward", "length")
+from rldk_engine.constants import NOISE_SIGMA, SEVERITY_RANK
+from rldk_engine.rulebook import COMPONENTS, component_rules
+
 COMPONENT_METRICS = {
     "kl": ("kl", "kl_coef", "approx_kl"),
     "gradients": ("grad_norm", "value_grad_norm", "policy_loss", "value_loss", "explained_var"),
@@ -89,13 +91,7 @@ COMPONENT_METRICS = {
     "reward": ("reward_mean", "reward_std", "frac_reward_zero_std"),
     "length": ("response_len_mean", "response_clip_ratio"),
 }
-COMPONENT_RULES = {
-    "kl": frozenset({"kl_spike", "kl_controller_drift", "approx_kl_high"}),
-    "gradients": frozenset({"grad_norm_spike", "grad_imbalance", "value_divergence"}),
-    "advantages": frozenset({"advantage_bias"}),
-    "reward": frozenset({"reward_hacking", "reward_collapse", "zero_std_groups"}),
-    "length": frozenset({"length_explosion", "length_collapse", "reward_hacking"}),
-}
+COMPONENT_RULES = {component: component_rules(component) for component in COMPONENTS}
 KL_ENVELOPE = 1.5  # target / 1.5 .. target * 1.5
 KL_LEVEL_ENVELOPE = 2.0  # without a target: own level / 2 .. level * 2
 KL_SLACK = 0.005  # nats: KL near zero is noise
@@ -164,7 +160,7 @@ def noise_sigma(x: np.ndarray) -> float:
     d = np.diff(x)
     if d.size > 8_000:
         d = d[:: d.size // 8_000]
-    return float(1.4826 * np.median(np.abs(d - np.median(d))) / math.sqrt(2.0))
+    return float(NOISE_SIGMA * np.median(np.abs(d - np.median(d))))
 
 
 def _r(value) -> float | None:
@@ -685,7 +681,6 @@ def timeline_table(run, comps: list[Component], touching: dict[str, list]):
 def summary_table(analysis: dict):
     import pandas as pd
 
-    from rldk_engine.forensics.detectors import SEVERITY_RANK
 
     rows = []
     for name in COMPONENTS:

@@ -13,44 +13,14 @@ from pathlib import Path
 
 from rldk_engine import __version__
 from rldk_engine.forensics.envaudit import determinism_card
+from rldk_engine.rulebook import RULES, UNKNOWN_FIX
 
 SCAN_NAME = "ppo_scan.json"
 CARD_NAME = "determinism_card.json"
 
-# What an RL engineer does next when a rule fires.
-FIXES: dict[str, str] = {
-    "kl_spike": "lower the learning rate or PPO epochs, raise the KL coefficient (or target), "
-                "and check the batch that produced the spike",
-    "kl_controller_drift": "the KL controller stopped adapting: check kl_coef bounds/horizon "
-                           "and that the adaptive controller is enabled and updated every step",
-    "approx_kl_high": "reduce the learning rate, the PPO epochs or the minibatch count per update",
-    "advantage_bias": "whiten advantages per batch (and check GAE/value bootstrapping at "
-                      "episode ends): their mean should stay near zero",
-    "entropy_collapse": "add or raise the entropy bonus, lower the learning rate, "
-                        "or raise the sampling temperature",
-    "grad_norm_spike": "clip gradients (max_grad_norm ~1.0), lower the learning rate "
-                       "and inspect the batch at the spike",
-    "grad_imbalance": "rescale the value loss coefficient (vf_coef) or use separate "
-                      "optimisers/clipping for policy and value heads",
-    "non_finite": "enable anomaly detection, lower the learning rate, use bf16 or a "
-                  "loss scaler, and guard divisions/logs in the reward and loss",
-    "reward_hacking": "inspect samples: the policy games the reward model; raise the KL "
-                      "penalty, add length penalties or fix the reward model",
-    "reward_collapse": "roll back to the last good checkpoint; lower the learning rate "
-                       "and check the reward function and data pipeline",
-    "clip_frac_high": "updates are too large: lower the learning rate or PPO epochs, "
-                      "or use a smaller clip range with smaller steps",
-    "length_explosion": "responses run into the length cap: add a length penalty or "
-                        "overlong-reward shaping, or raise max_new_tokens",
-    "length_collapse": "responses became trivially short: check the reward for "
-                       "short-answer bias and EOS handling",
-    "zero_std_groups": "most groups have identical rewards: make prompts harder/easier, "
-                       "raise the group size or use a denser reward",
-    "value_divergence": "lower the value learning rate or vf_coef, clip the value loss, "
-                        "and normalise returns",
-    "stall": "the trainer stopped logging: check for hangs, OOM kills or a dead dataloader",
-}
-DEFAULT_FIX = "inspect the metric around the flagged window"
+# What an RL engineer does next when a rule fires: the registry's fixes, in one line.
+FIXES: dict[str, str] = {rule_id: "; ".join(info.fixes) for rule_id, info in RULES.items()}
+DEFAULT_FIX = UNKNOWN_FIX
 
 
 @dataclass

@@ -12,8 +12,9 @@ import os
 import platform
 import sys
 
+from rldk_engine.constants import SEVERITY_RANK
+
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
 
 
 def _torch_facts() -> dict:
@@ -136,7 +137,7 @@ def audit_findings(env: dict) -> list[dict]:
             f"OMP_NUM_THREADS/MKL_NUM_THREADS unset (torch uses {threads} threads): float "
             "reductions can change with the thread count across machines",
             "info", "export OMP_NUM_THREADS=<n> and MKL_NUM_THREADS=<n> (same n on every run)"))
-    found.sort(key=lambda f: -SEVERITY_ORDER[f["severity"]])
+    found.sort(key=lambda f: -SEVERITY_RANK[f["severity"]])
     return found
 
 
@@ -144,9 +145,9 @@ def determinism_card(env: dict | None = None) -> dict:
     """The doctor's determinism card: the audit plus its findings."""
     env = audit_environment() if env is None else env
     findings = audit_findings(env)
-    worst = max((SEVERITY_ORDER[f["severity"]] for f in findings), default=0)
+    worst = max((SEVERITY_RANK[f["severity"]] for f in findings), default=0)
     return {
         "env": env,
         "findings": findings,
-        "ok": worst < SEVERITY_ORDER["warning"],
+        "ok": worst < SEVERITY_RANK["warning"],
     }

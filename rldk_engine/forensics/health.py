@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import math
 
+from rldk_engine.rulebook import stability_rule_ids
+
 SEVERITY_WEIGHT = {"info": 0.005, "warning": 0.15, "critical": 0.4}
 INFO_CAP = 0.05
-STABILITY_RULES = frozenset({
-    "kl_spike", "kl_controller_drift", "approx_kl_high", "grad_norm_spike",
-    "grad_imbalance", "non_finite", "value_divergence", "entropy_collapse", "clip_frac_high",
-})
+STABILITY_RULES = stability_rule_ids()  # the registry says which rules count
 
 
 def _step_span(run) -> int:

@@ -1,105 +1,50 @@
 """`scan`: read runs, run every detector, score health, build the SPEC "Scan report".
 
-`scan_one` is the per-run unit of work. It is a top-level function taking only picklable
-arguments, so a process pool (here) or another backend (Ray) can call it as is.
+The per-run unit of work is `run_scan.scan_one`; a backend (`backends.ProcessBackend`,
+`integrations.ray_scan.RayBackend`) runs it over the discovered sources, chosen by
+`ScanOptions.backend`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterable
 from datetime import datetime, timezone
 
 from rldk_engine import __version__
+from rldk_engine.constants import SEVERITY_RANK
+from rldk_engine.forensics.backends import (
+    BACKENDS,
+    PRESETS,
+    ProcessBackend,
+    Progress,
+    ScanBackend,
+    ScanOptions,
+)
+from rldk_engine.forensics.run_scan import NO_METRICS, Result, run_entry, scan_one, scan_run
 
-PRESETS = ("auto", "ppo", "grpo")
-BACKENDS = ("process", "ray")
-
-
-def run_entry(run, preset: str = "auto") -> dict:
-    """The report entry of an already-read run."""
-    from rldk_engine.forensics.detectors import detect, infer_algorithm
-    from rldk_engine.forensics.health import health
-
-    anomalies = detect(run, preset=preset)
-    errors = list(run.errors)
-    if run.n_skipped > len(errors):
-        errors.append(f"{run.n_skipped - len(errors)} more lines skipped")
-    return {
-        "run_id": run.run_id,
-        "source": run.source,
-        "format": run.format,
-        "n_steps": run.n_steps,
-        "algorithm": infer_algorithm(run) if preset == "auto" else preset,
-        "metrics": run.metrics,
-        "anomalies": [a.to_dict() for a in anomalies],
-        "health": health(anomalies, run),
-        "errors": errors,
-    }
+__all__ = [
+    "BACKENDS", "PRESETS", "ScanOptions", "backend_for", "run_entry", "scan_one", "scan_paths",
+    "scan_run", "scan_sources", "scored_runs", "worst_severity",
+]
 
 
-def scan_run(source_or_path, preset: str = "auto", fmt: str | None = None) -> dict:
-    """Read and scan one run (a path or a readers.Source); raises InputError if unreadable."""
-    from rldk_engine.ingest.readers import read_run
+def backend_for(name: str) -> ScanBackend:
+    """The backend called `name` (the Ray one is imported only when asked for)."""
+    if name == "ray":
+        from rldk_engine.integrations.ray_scan import RayBackend
 
-    return run_entry(read_run(source_or_path, fmt=fmt), preset)
-
-
-def scan_one(source, preset: str = "auto", fmt: str | None = None) -> tuple[dict | None, str | None]:
-    """Picklable unit of work: (entry, None), or (None, "path: reason") when unreadable."""
-    from rldk_engine.errors import InputError
-
-    try:
-        return scan_run(source, preset, fmt), None
-    except InputError as exc:
-        return None, str(exc)
+        return RayBackend()
+    if name == "process":
+        return ProcessBackend()
+    raise ValueError(f"unknown backend {name!r} (use {', '.join(BACKENDS)})")
 
 
-def _scan_chunk(sources: list, preset: str, fmt: str | None) -> list[tuple[dict | None, str | None]]:
-    return [scan_one(s, preset, fmt) for s in sources]
-
-
-def _chunks(items: list, size: int) -> list[list]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def scan_sources(
-    sources: list,
-    preset: str = "auto",
-    jobs: int = 1,
-    fmt: str | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    backend: str = "process",
-    ray_address: str | None = None,
-) -> list[tuple[dict | None, str | None]]:
-    """Results in source order; with jobs > 1 chunks of runs go to worker processes,
-    with backend="ray" to Ray tasks (integrations.ray_scan; raises RayUnavailable)."""
-    if backend == "ray":
-        from rldk_engine.integrations.ray_scan import scan_sources_ray
-
-        return scan_sources_ray(sources, preset, jobs, fmt, progress, address=ray_address)
-    total = len(sources)
-    results: list[tuple[dict | None, str | None]] = []
-    jobs = max(1, min(jobs, total))
-    if jobs == 1:
-        for i, source in enumerate(sources):
-            results.append(scan_one(source, preset, fmt))
-            if progress:
-                progress(i + 1, total)
-        return results
-    # import the work in the parent so forked workers start with it loaded
-    from rldk_engine.ingest import readers  # noqa: F401
-
-    # a few chunks per worker: little pickling overhead, still balanced
-    size = max(1, -(-total // (jobs * 4)))
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(_scan_chunk, chunk, preset, fmt) for chunk in _chunks(sources, size)]
-        for future in futures:
-            results.extend(future.result())
-            if progress:
-                progress(len(results), total)
-    return results
+def scan_sources(sources: list, options: ScanOptions | None = None,
+                 progress: Progress | None = None) -> list[Result]:
+    """One result per source, in source order, from the options' backend."""
+    options = (options or ScanOptions()).validate()
+    return backend_for(options.backend).run(sources, options, progress)
 
 
 def scan_paths(
@@ -107,22 +52,27 @@ def scan_paths(
     preset: str = "auto",
     jobs: int = 1,
     fmt: str | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
     backend: str = "process",
     ray_address: str | None = None,
+    options: ScanOptions | None = None,
 ) -> dict:
-    """The full scan report: {"tool", "version", "created", "runs", "errors"}."""
+    """The full scan report: {"tool", "version", "created", "runs", "errors"}.
+
+    Pass `options` or the loose keywords (kept for callers written before ScanOptions)."""
     from rldk_engine.ingest.readers import discover_sources
 
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r} (use {', '.join(PRESETS)})")
+    if options is None:
+        options = ScanOptions(preset=preset, jobs=jobs, fmt=fmt, backend=backend,
+                              ray_address=ray_address)
+    options.validate()
     sources, errors = discover_sources(paths)
     runs = []
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r} (use {', '.join(BACKENDS)})")
-    for entry, error in scan_sources(sources, preset, jobs, fmt, progress, backend, ray_address):
+    for entry, error in scan_sources(sources, options, progress):
         if entry is not None:
             runs.append(entry)
+            if entry["health"]["overall"] is None:  # "no metrics": listed among the errors
+                errors.extend(e for e in entry["errors"] if NO_METRICS in e)
         else:
             errors.append(error)
     return {
@@ -134,9 +84,12 @@ def scan_paths(
     }
 
 
-def worst_severity(report: dict) -> str | None:
-    from rldk_engine.forensics.detectors import SEVERITY_RANK
+def scored_runs(report: dict) -> list[dict]:
+    """The runs that had metrics to judge (health not n/a)."""
+    return [run for run in report["runs"] if run["health"]["overall"] is not None]
 
+
+def worst_severity(report: dict) -> str | None:
     worst = None
     for run in report["runs"]:
         for a in run["anomalies"]:

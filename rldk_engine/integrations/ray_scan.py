@@ -1,4 +1,4 @@
-"""`rldk-engine scan --backend ray`: the same per-run work (`scan._scan_chunk`) on Ray.
+"""`rldk-engine scan --backend ray`: the same per-run work (`run_scan.scan_chunk`) on Ray.
 
 Local (no address): a Ray instance with `jobs` CPUs is started and shut down after the
 scan. With `address` ("auto", "ray://head:10001", "10.0.0.1:6379") an existing cluster is
@@ -9,8 +9,8 @@ same whichever backend ran it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
+from rldk_engine.forensics.backends import Progress, ScanOptions
+from rldk_engine.forensics.run_scan import Result, chunk_size, chunk_sources, scan_chunk
 from rldk_engine.integrations import missing_extra_message
 
 CHUNKS_PER_CPU = 4  # a few chunks per worker: little scheduling overhead, still balanced
@@ -20,7 +20,7 @@ class RayUnavailable(RuntimeError):
     """Ray is not installed or the cluster cannot be reached (message is one line)."""
 
 
-def _import_ray():
+def import_ray():
     try:
         import ray
     except ImportError:
@@ -28,7 +28,7 @@ def _import_ray():
     return ray
 
 
-def _connect(ray, address: str | None, jobs: int) -> bool:
+def connect(ray, address: str | None, jobs: int) -> bool:
     """Start or join Ray; True when this call started it (and so must shut it down)."""
     if ray.is_initialized():
         return False
@@ -45,39 +45,34 @@ def _connect(ray, address: str | None, jobs: int) -> bool:
     return True
 
 
-def scan_sources_ray(
-    sources: list,
-    preset: str = "auto",
-    jobs: int = 1,
-    fmt: str | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    address: str | None = None,
-) -> list[tuple[dict | None, str | None]]:
-    """Like `scan.scan_sources`, with the chunks sent to Ray tasks."""
-    from rldk_engine.forensics.scan import _chunks, _scan_chunk
+class RayBackend:
+    """Chunks of runs as Ray tasks; raises RayUnavailable (one line) without Ray."""
 
-    total = len(sources)
-    if total == 0:
-        return []
-    ray = _import_ray()
-    started = _connect(ray, address, jobs)
-    try:
-        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        size = max(1, -(-total // (cpus * CHUNKS_PER_CPU)))
-        chunks = _chunks(sources, size)
-        task = ray.remote(num_cpus=1)(_scan_chunk)
-        pending = {task.remote(chunk, preset, fmt): index for index, chunk in enumerate(chunks)}
-        done_chunks: dict[int, list] = {}
-        finished = 0
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                index = pending.pop(ref)
-                done_chunks[index] = ray.get(ref)
-                finished += len(done_chunks[index])
-            if progress:
-                progress(finished, total)
-        return [result for index in range(len(chunks)) for result in done_chunks[index]]
-    finally:
-        if started:
-            ray.shutdown()
+    name = "ray"
+
+    def run(self, sources: list, options: ScanOptions, progress: Progress | None = None) -> list[Result]:
+        total = len(sources)
+        if total == 0:
+            return []
+        ray = import_ray()
+        started = connect(ray, options.ray_address, options.jobs)
+        try:
+            cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+            chunks = chunk_sources(sources, chunk_size(total, cpus, CHUNKS_PER_CPU))
+            task = ray.remote(num_cpus=1)(scan_chunk)
+            pending = {task.remote(chunk, options.preset, options.fmt): index
+                       for index, chunk in enumerate(chunks)}
+            done_chunks: dict[int, list] = {}
+            finished = 0
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                for ref in ready:
+                    index = pending.pop(ref)
+                    done_chunks[index] = ray.get(ref)
+                    finished += len(done_chunks[index])
+                if progress:
+                    progress(finished, total)
+            return [result for index in range(len(chunks)) for result in done_chunks[index]]
+        finally:
+            if started:
+                ray.shutdown()

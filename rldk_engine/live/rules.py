@@ -29,10 +29,11 @@ from pathlib import Path
 from statistics import median
 from typing import Any, Iterable
 
+from rldk_engine.constants import MAD_TO_SIGMA, SEVERITY_ORDER
 from rldk_engine.ingest.metrics import canonical_name  # the alias table: standard library only
 from rldk_engine.live.protocol import json_number  # noqa: F401  (re-exported: Alert rows use it)
 
-SEVERITIES = ("info", "warning", "critical")
+SEVERITIES = SEVERITY_ORDER
 ACTIONS = ("warn", "stop")
 CONDITION_KINDS = ("threshold", "abs", "non_finite", "baseline", "stall")
 OPS = (">", ">=", "<", "<=")
@@ -41,8 +42,6 @@ BASELINE_MODES = ("rolling", "initial")
 PRESETS = ("ppo", "grpo")
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
-# 1.4826 * MAD estimates a standard deviation for normal data.
-MAD_TO_SIGMA = 1.4826
 
 
 class RulesError(ValueError):
