@@ -136,3 +136,24 @@ def test_resume_is_standard_library_only():
     imported |= {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert imported <= {"__future__", "json", "os", "re", "collections", "dataclasses", "pathlib",
                         "typing", "rldk_engine"}
+
+
+def test_doctor_writes_the_resume_plan(tmp_path):
+    from rldk_engine.forensics.doctor import run_doctor
+
+    run = tmp_path / "out"
+    run.mkdir()
+    rows = [{"step": s, "kl": 0.05 + 0.001 * (s % 3), "reward_mean": 0.1 + 0.001 * s,
+             "entropy": 2.0} for s in range(60)]
+    rows += [{"step": s, "kl": 0.8 + 0.01 * (s % 3), "reward_mean": 0.2, "entropy": 2.0} for s in range(60, 100)]
+    (run / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for n in (40, 55, 80):
+        _touch(run / f"checkpoint-{n}", is_dir=True)
+    result = run_doctor([str(run / "train.jsonl")], tmp_path / "reports")
+    plan = json.loads((tmp_path / "reports" / "resume_plan.json").read_text())["runs"][0]["resume"]
+    assert plan == result.plans[0]["resume"]
+    assert plan["first_bad_step"] is not None and 60 <= plan["first_bad_step"] <= 65, plan
+    assert plan["last_healthy_step"] == plan["first_bad_step"] - 1
+    assert plan["checkpoint"] == str(run / "checkpoint-55")
+    assert "kl_spike" in plan["rules"] and plan["fixes"]
+    assert "resume from: " + str(run / "checkpoint-55") in (tmp_path / "reports" / "resume_plan.txt").read_text()
