@@ -220,14 +220,63 @@ def plan_text(plan: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_plan(plan: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """`out_dir/resume_plan.json` and `out_dir/resume_plan.txt`; OSError goes to the caller."""
+def write_plans(entries: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """`out_dir/resume_plan.json` ({"tool": "rldk", "runs": [{"run_id", "source", "resume"}]})
+    and `out_dir/resume_plan.txt`, the same for people. OSError goes to the caller."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path, text_path = out / PLAN_JSON, out / PLAN_TEXT
-    json_path.write_text(json.dumps(dict(plan), indent=1) + "\n", encoding="utf-8")
-    text_path.write_text(plan_text(plan) + "\n", encoding="utf-8")
+    json_path.write_text(json.dumps({"tool": "rldk", "runs": [dict(e) for e in entries]}, indent=1) + "\n",
+                         encoding="utf-8")
+    text = "\n\n".join(f"{e.get('run_id')} ({e.get('source')})\n{plan_text(e['resume'])}" for e in entries)
+    text_path.write_text(text + "\n", encoding="utf-8")
     return json_path, text_path
+
+
+class ResumeTracker:
+    """What a live supervisor (the monitor, the HF callback) needs for the plan, in bounded
+    memory: recent steps, and for the first warning-or-worse alert its first step and the
+    step before it, fixed when it fires (a long run may have forgotten them by the stop)."""
+
+    RECENT = 4096
+
+    def __init__(self) -> None:
+        from collections import deque
+
+        self.recent: deque[int] = deque(maxlen=self.RECENT)
+        self.first_bad_step: int | None = None
+        self.healthy_before: int | None = None
+        self.last_step: int | None = None
+        self.rules: list[str] = []
+
+    def step(self, step: int) -> None:
+        if step != self.last_step:
+            self.recent.append(step)
+            self.last_step = step
+
+    def alert(self, rule: str, step: int | None, severity: str, window: int) -> None:
+        """A fired alert; `window` is its rule's persistence (the episode began window-1
+        observed steps before `step`)."""
+        if severity not in SERIOUS or step is None:
+            return
+        if rule not in self.rules:
+            self.rules.append(rule)
+        start = streak_start(list(self.recent), step, window)
+        if self.first_bad_step is None or start < self.first_bad_step:
+            self.first_bad_step = start
+            self.healthy_before = last_healthy(self.recent, start)
+
+    def plan(self, checkpoint_dirs: Sequence[str | os.PathLike[str]] = (), scan_command: str = "") -> dict[str, Any]:
+        if self.first_bad_step is None:
+            steps: list[int] = [self.last_step] if self.last_step is not None else []
+            anomalies: list[dict[str, Any]] = []
+        else:
+            steps = [self.healthy_before] if self.healthy_before is not None else []
+            anomalies = [{"rule": self.rules[0], "start_step": self.first_bad_step, "severity": "warning"}]
+        plan = build_plan(steps, anomalies, checkpoint_dirs, scan_command)
+        plan["rules"] = list(self.rules)
+        plan["fixes"] = rule_fixes(self.rules)
+        return plan
 
 
 def streak_start(steps_seen: Sequence[int], fire_step: int, window: int) -> int:

@@ -115,9 +115,12 @@ def test_plan_fixes_deduplicated(monkeypatch):
 def test_write_plan_and_text(tmp_path):
     plan = {"last_healthy_step": 17, "first_bad_step": 18, "checkpoint": "/x/checkpoint-15",
             "rules": ["kl_spike"], "fixes": ["lower the learning rate"], "scan_command": "rldk-engine scan r"}
-    json_path, text_path = resume.write_plan(plan, tmp_path / "rldk_reports")
-    assert json.loads(json_path.read_text()) == plan
+    json_path, text_path = resume.write_plans([{"run_id": "r1", "source": "runs/r1/run.jsonl", "resume": plan}],
+                                              tmp_path / "rldk_reports")
+    assert json.loads(json_path.read_text()) == {"tool": "rldk", "runs": [
+        {"run_id": "r1", "source": "runs/r1/run.jsonl", "resume": plan}]}
     text = text_path.read_text()
+    assert text.startswith("r1 (runs/r1/run.jsonl)\nresume plan")
     assert "first bad step: 18 (kl_spike)" in text and "resume from: /x/checkpoint-15" in text
     assert "try: lower the learning rate" in text
 
@@ -157,3 +160,30 @@ def test_doctor_writes_the_resume_plan(tmp_path):
     assert plan["checkpoint"] == str(run / "checkpoint-55")
     assert "kl_spike" in plan["rules"] and plan["fixes"]
     assert "resume from: " + str(run / "checkpoint-55") in (tmp_path / "reports" / "resume_plan.txt").read_text()
+
+
+def test_tracker_keeps_the_first_bad_episode(tmp_path):
+    for n in (2, 6, 9):
+        _touch(tmp_path / f"checkpoint-{n}", is_dir=True)
+    t = resume.ResumeTracker()
+    for s in range(1, 13):
+        t.step(s)
+        if s == 10:
+            t.alert("kl_spike", 10, "critical", 5)  # the episode began at step 6
+        if s == 12:
+            t.alert("approx_kl_high", 12, "warning", 1)
+            t.alert("entropy_collapse", 12, "info", 1)  # info never counts
+    plan = t.plan([tmp_path], "rldk-engine scan x")
+    assert plan["first_bad_step"] == 6 and plan["last_healthy_step"] == 5
+    assert plan["checkpoint"] == str(tmp_path / "checkpoint-2")
+    assert plan["rules"] == ["kl_spike", "approx_kl_high"]
+
+
+def test_tracker_without_alerts_names_the_newest_checkpoint(tmp_path):
+    _touch(tmp_path / "step_7.pt")
+    t = resume.ResumeTracker()
+    for s in range(10):
+        t.step(s)
+    plan = t.plan([tmp_path])
+    assert plan["first_bad_step"] is None and plan["last_healthy_step"] == 9
+    assert plan["checkpoint"] == str(tmp_path / "step_7.pt")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rldk_engine import __version__
 from rldk_engine.forensics.envaudit import determinism_card
+from rldk_engine.resume import SERIOUS, build_plan, write_plans
 from rldk_engine.rulebook import RULES, UNKNOWN_FIX
 
 SCAN_NAME = "ppo_scan.json"
@@ -67,8 +68,6 @@ def _steps_of(source: str) -> list[int]:
 def resume_plans(report: dict, checkpoint_dirs: list[Path] | None = None) -> list[dict]:
     """One resume plan per run; checkpoints are looked for in `checkpoint_dirs`, else in
     the folder that holds the log (a trainer's output folder usually holds both)."""
-    from rldk_engine.resume import SERIOUS, build_plan
-
     plans = []
     for run in report.get("runs", []):
         anomalies = run.get("anomalies", [])
@@ -81,17 +80,6 @@ def resume_plans(report: dict, checkpoint_dirs: list[Path] | None = None) -> lis
             plan["last_healthy_step"] = None  # not read again for a healthy run
         plans.append({"run_id": run.get("run_id"), "source": source, "resume": plan})
     return plans
-
-
-def write_resume_plans(plans: list[dict], out_dir: Path) -> Path:
-    from rldk_engine.resume import PLAN_JSON, PLAN_TEXT, plan_text
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / PLAN_JSON).write_text(json.dumps({"tool": "rldk", "runs": plans}, indent=1) + "\n",
-                                     encoding="utf-8")
-    text = "\n\n".join(f"{p['run_id']} ({p['source']})\n{plan_text(p['resume'])}" for p in plans)
-    (out_dir / PLAN_TEXT).write_text(text + "\n", encoding="utf-8")
-    return out_dir / PLAN_JSON
 
 
 def run_doctor(paths: list[str], out_dir: Path = Path("rldk_reports"), preset: str = "auto",
@@ -111,5 +99,5 @@ def run_doctor(paths: list[str], out_dir: Path = Path("rldk_reports"), preset: s
     scan_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     card_path.write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
     plans = resume_plans(report, checkpoint_dirs)
-    plan_path = write_resume_plans(plans, out_dir)
+    plan_path, _ = write_plans(plans, out_dir)
     return DoctorResult(report, card, scan_path, card_path, plans, plan_path)

@@ -49,7 +49,7 @@ from rldk_engine.ingest.parse import canonical_metrics
 from rldk_engine.live import protocol
 from rldk_engine.live.protocol import ControlChannel, RunDirLocked, canonical_row, parse_flag
 from rldk_engine.live.rules import Alert, Guard, Rule
-from rldk_engine.resume import build_plan, streak_start, write_plan
+from rldk_engine.resume import ResumeTracker, write_plans
 
 logger = logging.getLogger("rldk")
 
@@ -143,7 +143,7 @@ class RLDKCallback(TrainerCallback):
         self.resume_plan: dict[str, Any] | None = None
         self.notify_urls = list(notify or [])
         self.notifier: Any = None
-        self._steps_seen: list[int] = []
+        self.tracker = ResumeTracker()
         self._output_dir: Path | None = None
         self._stop_saved = False
         self.exit_code_on_stop = exit_code_on_stop
@@ -184,8 +184,7 @@ class RLDKCallback(TrainerCallback):
         if not metrics:
             return
         step = int(state.global_step)
-        if not self._steps_seen or self._steps_seen[-1] != step:
-            self._steps_seen.append(step)
+        self.tracker.step(step)
         if self.writer is not None:
             self.writer.row(step, metrics)
         for alert in self.guard.observe(step, metrics).alerts:
@@ -193,6 +192,9 @@ class RLDKCallback(TrainerCallback):
 
     def _handle_alert(self, alert: Alert, control) -> None:
         self.alerts.append(alert)
+        if alert.event == "fire":
+            rule = next((r for r in self.guard.engine.rules if r.id == alert.rule), None)
+            self.tracker.alert(alert.rule, alert.step, alert.severity, rule.window_n if rule else 1)
         if self.writer is not None:
             self.writer.alert(alert)
         if alert.event != "fire":
@@ -229,17 +231,9 @@ class RLDKCallback(TrainerCallback):
             self._stop_saved = True
 
     def _plan(self) -> dict[str, Any]:
-        anomalies = []
-        for a in self.alerts:
-            if a.event != "fire" or a.step is None:
-                continue
-            rule = next((r for r in self.guard.engine.rules if r.id == a.rule), None)
-            window = rule.window_n if rule is not None else 1
-            anomalies.append({"rule": a.rule, "severity": a.severity,
-                              "start_step": streak_start(self._steps_seen, a.step, window)})
         dirs = [self._output_dir] if self._output_dir is not None else []
         scan = f"rldk-engine scan {self.run_dir / 'run.jsonl'}" if self.run_dir else ""
-        return build_plan(self._steps_seen, anomalies, dirs, scan)
+        return self.tracker.plan(dirs, scan)
 
     def on_save(self, args, state, control, **kwargs):
         if not self._stop_saved or self.checkpoint_saved is not None:
@@ -281,7 +275,8 @@ class RLDKCallback(TrainerCallback):
                 self.resume_plan = self._plan()
                 self.writer.write_status(force=True, resume=self.resume_plan)
                 try:
-                    write_plan(self.resume_plan, Path(args.output_dir) / "rldk_reports")
+                    write_plans([{"run_id": Path(args.output_dir).name, "source": str(self.run_dir / "run.jsonl"),
+                                  "resume": self.resume_plan}], Path(args.output_dir) / "rldk_reports")
                 except OSError as exc:
                     self.writer.report(f"cannot write the resume plan: {exc.strerror or exc}")
             self.writer.close(stopped=stopped)

@@ -16,6 +16,12 @@ Hooks (kept in one place each): every stop goes through `Monitor.request_stop`; 
 escalation itself is `Monitor.stop_trainer`; status.json is built by `Monitor.status` (plus
 `Monitor.status_extra`) and written only by `Monitor.write_status`.
 
+Stopping well (issue 18): the first signal of a stop is configurable (a trainer's own
+checkpoint signal, e.g. SIGUSR1); on a stop the resume plan (rldk_engine.resume: last
+healthy step, newest checkpoint at or before it, fixes) goes into status.json "resume", the
+summary and `<run_dir>/rldk_reports/resume_plan.json|.txt`; `notify` URLs get critical
+alerts and the stop from a background thread (rldk_engine.live.notify), never delaying it.
+
 Artifact failures (ENOSPC, unwritable dir) are reported once per file on stderr and in
 status.json "errors"; they never stop the trainer.
 
@@ -44,12 +50,15 @@ from rldk_engine.live.process import ProcessGroup, Watchdog, exit_code_of
 from rldk_engine.live.protocol import (
     CONTROL_JSONL,
     EXIT_STOPPED,
+    MONITOR_LOG,
+    RUN_JSONL,
     RunDirLocked,
     RunDirWriter,
     canonical_row,
     parse_flag,
 )
 from rldk_engine.live.rules import Alert, Rule, RuleEngine
+from rldk_engine.resume import ResumeTracker, output_dirs_from_cmd, plan_text, write_plans
 
 __all__ = ["EXIT_STOPPED", "Monitor", "MonitorConfig", "MonitorResult", "RunDirLocked",
            "run_monitor", "summary_text", "silence_notice"]
@@ -69,6 +78,7 @@ SILENCE_LINES = 200  # lines read without one metric before the monitor says so
 SILENCE_SECONDS = 120.0  # ... or seconds since the first line
 SAMPLE_CHARS = 120
 WATCHDOG_GRACE = 1.0  # seconds between SIGTERM and SIGKILL when the watchdog acts
+REPORTS_DIR = "rldk_reports"  # under the run directory: the resume plan of a stop
 
 
 @dataclass
@@ -87,6 +97,9 @@ class MonitorConfig:
     passthrough: bool = True
     stop_signal: int = signal.SIGINT  # the first signal of a stop (a trainer's checkpoint signal)
     watchdog: bool = True  # a helper process stops the trainer if the monitor is SIGKILLed
+    notify: list[str] = field(default_factory=list)  # Apprise URLs: critical alerts and the stop
+    checkpoints: list[Path] = field(default_factory=list)  # default: output folders named in cmd
+    notify_wait: float = 5.0  # seconds the monitor waits at exit for queued messages
 
 
 @dataclass
@@ -104,6 +117,8 @@ class MonitorResult:
     errors: list[str]
     n_fired: int = 0  # every fired alert; `alerts` keeps only the first KEEP_ALERTS
     notice: str | None = None
+    resume: dict[str, Any] | None = None  # the resume plan of a stop
+    resume_path: Path | None = None
 
 
 def escape_sample(text: str, limit: int = SAMPLE_CHARS) -> str:
@@ -214,6 +229,11 @@ class Monitor:
         self.rundir = RunDirWriter(config.run_dir, self.report)
         self.control = self.rundir.control
         self.control_path = config.run_dir / CONTROL_JSONL
+        self.tracker = ResumeTracker()
+        self.rule_window = {r.id: r.window_n for r in config.rules}
+        self.notifier: Any = None
+        self.resume: dict[str, Any] | None = None
+        self.resume_path: Path | None = None
 
     @property
     def proc(self):
@@ -316,6 +336,7 @@ class Monitor:
         self._status_dirty = True
         metrics = record.metrics
         self.rundir.run_file.add(canonical_row(record.step, now, metrics))
+        self.tracker.step(record.step)
         for k in KEY_METRICS:
             v = metrics.get(k)
             if v is not None and v == v and (k not in self.peaks or v > self.peaks[k]):
@@ -351,28 +372,54 @@ class Monitor:
             self.n_fired += alert.event == "fire"
             self.rundir.alerts_file.write(orjson.dumps(alert.to_dict()) + b"\n")
             if alert.event == "fire":
+                self.tracker.alert(alert.rule, alert.step, alert.severity, self.rule_window.get(alert.rule, 1))
                 stop = alert.action == "stop" and self.auto_stop
                 suffix = " -> stopping the run" if stop else (
                     " (auto-stop off)" if alert.action == "stop" else "")
                 self.say(f"[{alert.severity}] {alert.rule}: {alert.message}{suffix}")
-                if stop:
-                    self.request_stop("guardrail", alert.rule, alert.step)
+                if stop and not self._stop_requested.is_set():
+                    self.request_stop("guardrail", alert.rule, alert.step, alert)
+                elif self.notifier is not None:
+                    self.notifier.alert(alert.to_dict())
             else:
                 self.say(f"[clear] {alert.message}")
+                if self.notifier is not None:
+                    self.notifier.alert(alert.to_dict())  # the rule's next episode may notify again
 
     # -- stopping
 
-    def request_stop(self, reason: str, rule: str | None, step: int | None) -> None:
+    def request_stop(self, reason: str, rule: str | None, step: int | None,
+                     alert: Alert | None = None) -> None:
         """THE place every stop goes through (guardrail, user, SIGTERM/SIGHUP to the monitor)."""
         if self._stop_requested.is_set():
             return
         self._stop_requested.set()
         self.stop_reason, self.stop_rule, self.stop_step = reason, rule, step
+        if self.group is not None:  # the signal goes out first; everything else after it
+            self._stopper = threading.Thread(target=self.stop_trainer, name="rldk-stopper", daemon=True)
+            self._stopper.start()
         self.set_state("stopping")
-        if self.group is None:  # follow/stdin: nothing to kill, the loop just ends
-            return
-        self._stopper = threading.Thread(target=self.stop_trainer, name="rldk-stopper", daemon=True)
-        self._stopper.start()
+        if self.notifier is not None:  # queued: the message and its plan are built off this thread
+            self.notifier.stop(reason, step if step is not None else self.parser.last_step,
+                               alert.to_dict() if alert is not None else None, plan=self.resume_plan)
+
+    def checkpoint_dirs(self) -> list[Path]:
+        return list(self.cfg.checkpoints) or output_dirs_from_cmd(self.cfg.cmd)
+
+    def resume_plan(self) -> dict[str, Any]:
+        return self.tracker.plan(self.checkpoint_dirs(), f"rldk-engine scan {self.cfg.run_dir / RUN_JSONL}")
+
+    def write_resume_plan(self) -> None:
+        """On a stop: the plan into status.json, the summary and <run_dir>/rldk_reports/."""
+        self.resume = self.resume_plan()
+        self.status_extra["resume"] = self.resume
+        try:
+            self.resume_path, _ = write_plans(
+                [{"run_id": self.cfg.run_dir.name, "source": str(self.cfg.run_dir / RUN_JSONL),
+                  "resume": self.resume}], self.cfg.run_dir / REPORTS_DIR)
+        except OSError as exc:
+            self.report(f"cannot write the resume plan under {self.cfg.run_dir / REPORTS_DIR}: "
+                        f"{exc.strerror or exc}")
 
     def stop_trainer(self) -> None:
         """The escalation over the trainer's whole tree (runs on the stopper thread)."""
@@ -418,6 +465,14 @@ class Monitor:
 
     def run(self) -> MonitorResult:
         q: queue.Queue = queue.Queue(maxsize=QUEUE_LINES)
+        if self.cfg.notify:
+            from rldk_engine.live.notify import Notifier, NotifyError
+
+            try:
+                self.notifier = Notifier(self.cfg.notify, run=str(self.cfg.run_dir),
+                                         log_path=self.cfg.run_dir / MONITOR_LOG, report=self.report)
+            except NotifyError as exc:  # the CLI checks URLs first; the API reports and goes on
+                self.report(str(exc))
         follow_stop = threading.Event()
         readers: list[threading.Thread] = []
         if self.cfg.follow is not None:
@@ -536,11 +591,15 @@ class Monitor:
             guardrail = self.stop_reason == "guardrail"
             self.exit_code = EXIT_STOPPED if guardrail else 0
             self.state = "stopped" if self._stop_requested.is_set() or self.stop_reason else "exited"
+        if self.stop_reason in ("guardrail", "user"):
+            self.write_resume_plan()
         self.rundir.close_files()
         self.write_status(force=True)
         self.rundir.close()
         if self.watchdog is not None:
             self.watchdog.close()  # the final status is written: nothing left for it to do
+        if self.notifier is not None:  # the trainer is gone: waiting here delays nothing
+            self.notifier.close(self.cfg.notify_wait)
         return self.result()
 
     def result(self) -> MonitorResult:
@@ -549,7 +608,8 @@ class Monitor:
             stop_reason=self.stop_reason, stop_rule=self.stop_rule, stop_step=self.stop_step,
             steps=self.steps, last_step=self.parser.last_step, lines=self.parser.n_lines,
             alerts=list(self.alerts), peaks=dict(self.peaks), run_dir=self.cfg.run_dir,
-            errors=list(self.errors), n_fired=self.n_fired, notice=self.notice)
+            errors=list(self.errors), n_fired=self.n_fired, notice=self.notice,
+            resume=self.resume, resume_path=self.resume_path)
 
 
 def summary_text(res: MonitorResult) -> str:
@@ -577,6 +637,10 @@ def summary_text(res: MonitorResult) -> str:
     lines.append(f"  outcome: {why}; exit code {res.exit_code}")
     if res.notice:
         lines.append(f"  notice: {res.notice}")
+    if res.resume is not None:
+        lines.extend("  " + line for line in plan_text(res.resume).splitlines())
+        if res.resume_path is not None:
+            lines.append(f"  resume plan: {res.resume_path}")
     d = res.run_dir
     lines.append(f"  artifacts: {d / 'run.jsonl'}, {d / 'alerts.jsonl'}, {d / 'monitor.log'}, {d / 'status.json'}")
     if res.errors:
