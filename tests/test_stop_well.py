@@ -127,3 +127,125 @@ def test_demo_trainer_saves_on_sigint(tmp_path):
     assert saved[-1] in (steps[-1], steps[-1] - 1)  # the last completed step
     assert {1, 3} <= set(saved)  # --save-every 2
     assert f"interrupted: saved {ckpt / f'step_{saved[-1]}.pt'}" in err
+
+
+# ----------------------------------------------------------------------------- the monitor
+
+# A trainer that saves checkpoint-N every 3 steps under --output_dir, logs kl > 0.35 from
+# step 6 (kl_spike, for 5, fires at step 10), and notes every signal it gets. SIGUSR1 is its
+# checkpoint signal (save, then exit 0); with "ignore-usr1" it ignores that one.
+TRAINER = textwrap.dedent('''
+    import json, os, signal, sys, time
+    out = sys.argv[sys.argv.index("--output_dir") + 1]
+    mode = sys.argv[-1]
+    os.makedirs(out, exist_ok=True)
+    step = 0
+    def note(signum, frame):
+        with open(os.path.join(out, "signals.txt"), "a") as fh:
+            fh.write(signal.Signals(signum).name + "\\n")
+        if signum == signal.SIGUSR1 and mode == "ignore-usr1":
+            return
+        os.makedirs(os.path.join(out, f"checkpoint-{step}"), exist_ok=True)
+        sys.exit(0 if signum == signal.SIGUSR1 else 130)
+    for sig in (signal.SIGUSR1, signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, note)
+    for step in range(1, 200):
+        print(json.dumps({"step": step, "kl": 0.5 if step >= 6 else 0.05}), flush=True)
+        if step % 3 == 0:
+            os.makedirs(os.path.join(out, f"checkpoint-{step}"), exist_ok=True)
+        time.sleep(0.03)
+''')
+
+
+def _monitor(tmp_path, *extra, mode="plain", trainer_out=None):
+    script = tmp_path / "trainer.py"
+    script.write_text(TRAINER)
+    out = trainer_out or (tmp_path / "out")
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "rldk_engine.cli", "monitor", "--preset", "ppo", "--run-dir", str(run_dir),
+         *extra, "--", sys.executable, str(script), "--output_dir", str(out), mode],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    return proc, out, run_dir
+
+
+def test_monitor_stop_signal_first_then_resume_plan(tmp_path):
+    proc, out, run_dir = _monitor(tmp_path, "--stop-signal", "SIGUSR1", "--grace", "5")
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert (out / "signals.txt").read_text().splitlines() == ["SIGUSR1"]  # saved, exited: no escalation
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["stop_step"] == 10
+    plan = status["resume"]
+    assert plan["first_bad_step"] == 6 and plan["last_healthy_step"] == 5
+    assert plan["checkpoint"] == str(out / "checkpoint-3")  # found from --output_dir in the command
+    assert plan["rules"] == ["kl_spike"] and plan["fixes"]
+    assert plan["scan_command"] == f"rldk-engine scan {run_dir / 'run.jsonl'}"
+    saved = json.loads((run_dir / "rldk_reports" / "resume_plan.json").read_text())
+    assert saved["runs"][0]["resume"] == plan
+    assert f"resume from: {out / 'checkpoint-3'}" in proc.stderr  # the summary
+    assert "try: " in proc.stderr
+
+
+def test_monitor_escalates_after_the_grace_when_the_checkpoint_signal_is_ignored(tmp_path):
+    proc, out, _ = _monitor(tmp_path, "--stop-signal", "USR1", "--grace", "0.3", mode="ignore-usr1")
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert (out / "signals.txt").read_text().splitlines() == ["SIGUSR1", "SIGINT"]
+
+
+def test_monitor_checkpoints_option_wins(tmp_path):
+    elsewhere = tmp_path / "ckpts"
+    (elsewhere / "global_step_4").mkdir(parents=True)
+    proc, out, run_dir = _monitor(tmp_path, "--checkpoints", str(elsewhere))
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert json.loads((run_dir / "status.json").read_text())["resume"]["checkpoint"] == str(elsewhere / "global_step_4")
+
+
+def test_monitor_bad_stop_signal_and_notify_url_are_usage_errors(tmp_path):
+    proc, _, _ = _monitor(tmp_path, "--stop-signal", "SIGNOPE")
+    assert proc.returncode == 2 and "unknown signal 'SIGNOPE'" in proc.stderr
+    proc, _, _ = _monitor(tmp_path, "--notify", "bogus://x")
+    assert proc.returncode == 2 and "does not understand the URL bogus://" in proc.stderr
+
+
+def test_monitor_notifies_the_stop_once(tmp_path):
+    pytest.importorskip("apprise")
+    from test_notify import _Receiver
+
+    receiver = _Receiver()
+    try:
+        proc, out, run_dir = _monitor(tmp_path, "--notify", f"json://127.0.0.1:{receiver.port}/hook")
+    finally:
+        receiver.close()
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert len(receiver.bodies) == 1, receiver.bodies
+    text = receiver.bodies[0]["title"] + "\n" + receiver.bodies[0]["message"]
+    for needle in (str(run_dir), "stopped by kl_spike at step 10", "evidence: kl=0.5 (threshold 0.35)",
+                   "last healthy step: 5", f"resume from: {out / 'checkpoint-3'}", "try: "):
+        assert needle in text, (needle, text)
+
+
+def test_monitor_with_a_dead_notifier_still_stops(tmp_path):
+    """A listening socket that never answers: the stop goes out as usual, the monitor gives up
+    on the message after --notify's wait and says so in monitor.log."""
+    pytest.importorskip("apprise")
+    import socket
+
+    from rldk_engine.live.monitor import MonitorConfig, run_monitor
+    from rldk_engine.live.rules import preset_rules
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    try:
+        script = tmp_path / "trainer.py"
+        script.write_text(TRAINER)
+        cfg = MonitorConfig(rules=preset_rules("ppo"), run_dir=tmp_path / "run", quiet=True,
+                            cmd=[sys.executable, str(script), "--output_dir", str(tmp_path / "out"), "plain"],
+                            notify=[f"json://127.0.0.1:{sock.getsockname()[1]}/hook"], notify_wait=0.5,
+                            passthrough=False)
+        res = run_monitor(cfg)
+    finally:
+        sock.close()
+    assert res.exit_code == 3 and res.stop_step == 10
+    assert (tmp_path / "out" / "signals.txt").read_text().splitlines() == ["SIGINT"]
+    assert "notify: gave up waiting" in (tmp_path / "run" / "monitor.log").read_text()

@@ -46,7 +46,7 @@ import orjson
 from rldk_engine.ingest.parse import LineParser
 from rldk_engine.ingest.ranks import RankMerger
 from rldk_engine.ingest.tail import MAX_LINE, FileTail
-from rldk_engine.live.process import ProcessGroup, Watchdog, exit_code_of
+from rldk_engine.live.process import ProcessGroup, Watchdog, exit_code_of, stop_plan
 from rldk_engine.live.protocol import (
     CONTROL_JSONL,
     EXIT_STOPPED,
@@ -424,8 +424,13 @@ class Monitor:
     def stop_trainer(self) -> None:
         """The escalation over the trainer's whole tree (runs on the stopper thread)."""
         assert self.group is not None
-        self.group.stop(first_signal=self.cfg.stop_signal, grace=self.cfg.grace_int,
-                        term_grace=self.cfg.grace_term)
+        first = self.cfg.stop_signal
+        if first in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+            self.group.stop(first_signal=first, grace=self.cfg.grace_int, term_grace=self.cfg.grace_term)
+        else:  # the trainer's own checkpoint signal, then the usual SIGINT -> SIGTERM -> SIGKILL
+            plan = [(int(first), self.cfg.grace_int)] + stop_plan(
+                signal.SIGINT, self.cfg.grace_term, self.cfg.grace_term)
+            self.group.escalate(plan)
 
     def on_signal(self, signum, frame) -> None:
         """Ctrl-C on the monitor: forward SIGINT to the trainer's tree, escalating on
