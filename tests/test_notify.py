@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -141,3 +142,29 @@ def test_apprise_is_not_imported_by_the_monitor_modules():
             "print('apprise' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_tui_run_hands_notify_urls_to_the_monitor(monkeypatch):
+    from rldk_tui import app as tui_app
+    from rldk_tui import cli as tui_cli
+
+    monkeypatch.delenv("RLDK_NOTIFY", raising=False)
+    assert tui_cli.main(["run", "--notify", "bogus://x", "--", "true"]) == 2
+    launched = {}
+    monkeypatch.setattr(tui_app.RldkApp, "run", lambda self: launched.setdefault("env", os.environ.get("RLDK_NOTIFY")))
+    assert tui_cli.main(["run", "--notify", "json://127.0.0.1:9/a", "--notify", "ntfy://topic", "--", "true"]) == 0
+    assert launched["env"] == "json://127.0.0.1:9/a ntfy://topic"
+
+
+def test_monitor_takes_urls_from_the_environment_and_hides_them_from_the_trainer(tmp_path, receiver):
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    code = "import os; print('env:', os.environ.get('RLDK_NOTIFY')); print('{\"step\": 1, \"kl\": 0.1}')"
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "RLDK_NOTIFY": f"json://127.0.0.1:{receiver.port}/h"}
+    proc = subprocess.run([sys.executable, "-m", "rldk_engine.cli", "monitor", "--run-dir", str(tmp_path / "run"),
+                           "--", sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "env: None" in (tmp_path / "run" / "monitor.log").read_text()

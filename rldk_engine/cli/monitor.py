@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -24,7 +25,7 @@ def monitor_command(
     grace_int: float = typer.Option(0.5, "--grace", "--grace-int", help="seconds after the first stop signal before SIGTERM (time to save a checkpoint)"),
     grace_term: float = typer.Option(0.5, "--grace-term", help="seconds after SIGTERM before SIGKILL"),
     stop_signal: str = typer.Option("SIGINT", "--stop-signal", help="first signal of a stop: the trainer's own checkpoint signal, e.g. SIGUSR1"),
-    notify: Optional[list[str]] = typer.Option(None, "--notify", help="Apprise URL for critical alerts and the stop (repeatable): ntfy://topic, slack://..., json://host/path"),
+    notify: Optional[list[str]] = typer.Option(None, "--notify", envvar="RLDK_NOTIFY", help="Apprise URL for critical alerts and the stop (repeatable): ntfy://topic, slack://..., json://host/path"),
     checkpoints: Optional[list[Path]] = typer.Option(None, "--checkpoints", help="trainer output folder with checkpoints for the resume plan (default: --output_dir & co. in CMD)"),
 ) -> None:
     """Run CMD (after `--`), `--follow FILE`, or `-` (stdin) under guardrails.
@@ -62,6 +63,7 @@ def monitor_command(
         _usage(f"--stop-signal: unknown signal {stop_signal!r} (e.g. SIGINT, SIGUSR1, SIGTERM or a number)")
     if grace_int < 0 or grace_term < 0:
         _usage("--grace and --grace-term must be >= 0")
+    os.environ.pop("RLDK_NOTIFY", None)  # URLs carry secrets: never in the trainer's environment
     if notify:
         from rldk_engine.live.notify import NotifyError, build_apprise
 

@@ -29,6 +29,9 @@ from urllib.parse import urlsplit
 SEND_TIMEOUT = 10.0  # seconds one message may take before we stop waiting for it
 CLOSE_WAIT = 5.0  # seconds the monitor waits at exit for queued messages
 MAX_MESSAGES = 50  # per run: a flapping rule never floods a phone
+# `rldk-tui run --notify URL` hands its URLs to the headless monitor it starts through this
+# variable (space-separated); the monitor removes it before starting the trainer.
+NOTIFY_ENV = "RLDK_NOTIFY"
 
 _STOP = object()
 
