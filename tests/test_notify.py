@@ -168,3 +168,14 @@ def test_monitor_takes_urls_from_the_environment_and_hides_them_from_the_trainer
                            "--", sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "env: None" in (tmp_path / "run" / "monitor.log").read_text()
+
+
+def test_stop_message_waits_for_the_group_to_be_gone(receiver):
+    gone = threading.Event()
+    n = Notifier([f"json://127.0.0.1:{receiver.port}/hook"], run="r")
+    n.stop("guardrail", 24, KL_ALERT, plan=PLAN, after=gone, hold=30)
+    time.sleep(0.3)
+    assert receiver.bodies == []  # held: the escalation has the machine to itself
+    gone.set()
+    assert n.close(wait=10)
+    assert len(receiver.bodies) == 1

@@ -232,6 +232,7 @@ class Monitor:
         self.tracker = ResumeTracker()
         self.rule_window = {r.id: r.window_n for r in config.rules}
         self.notifier: Any = None
+        self.group_stopped = threading.Event()  # set when a stop's escalation is over
         self.resume: dict[str, Any] | None = None
         self.resume_path: Path | None = None
 
@@ -401,7 +402,8 @@ class Monitor:
         self.set_state("stopping")
         if self.notifier is not None:  # queued: the message and its plan are built off this thread
             self.notifier.stop(reason, step if step is not None else self.parser.last_step,
-                               alert.to_dict() if alert is not None else None, plan=self.resume_plan)
+                               alert.to_dict() if alert is not None else None, plan=self.resume_plan,
+                               after=self.group_stopped if self.group is not None else None)
 
     def checkpoint_dirs(self) -> list[Path]:
         return list(self.cfg.checkpoints) or output_dirs_from_cmd(self.cfg.cmd)
@@ -425,12 +427,15 @@ class Monitor:
         """The escalation over the trainer's whole tree (runs on the stopper thread)."""
         assert self.group is not None
         first = self.cfg.stop_signal
-        if first in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-            self.group.stop(first_signal=first, grace=self.cfg.grace_int, term_grace=self.cfg.grace_term)
-        else:  # the trainer's own checkpoint signal, then the usual SIGINT -> SIGTERM -> SIGKILL
-            plan = [(int(first), self.cfg.grace_int)] + stop_plan(
-                signal.SIGINT, self.cfg.grace_term, self.cfg.grace_term)
-            self.group.escalate(plan)
+        try:
+            if first in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+                self.group.stop(first_signal=first, grace=self.cfg.grace_int, term_grace=self.cfg.grace_term)
+            else:  # the trainer's own checkpoint signal, then the usual SIGINT -> SIGTERM -> SIGKILL
+                plan = [(int(first), self.cfg.grace_int)] + stop_plan(
+                    signal.SIGINT, self.cfg.grace_term, self.cfg.grace_term)
+                self.group.escalate(plan)
+        finally:
+            self.group_stopped.set()  # the stop notification goes out now
 
     def on_signal(self, signum, frame) -> None:
         """Ctrl-C on the monitor: forward SIGINT to the trainer's tree, escalating on

@@ -153,9 +153,13 @@ class Notifier:
         return self._put(lambda: alert_message(self.run, alert))
 
     def stop(self, reason: str, step: int | None, alert: Mapping[str, Any] | None = None,
-             plan: Mapping[str, Any] | Callable[[], Mapping[str, Any] | None] | None = None) -> bool:
+             plan: Mapping[str, Any] | Callable[[], Mapping[str, Any] | None] | None = None,
+             after: threading.Event | None = None, hold: float = 2.0) -> bool:
         """The stop, once per run. `plan` may be a callable: it is evaluated on the
-        notifier's thread (a checkpoint search never runs on the stop path)."""
+        notifier's thread (a checkpoint search never runs on the stop path). `after`: the
+        message is built and sent once this event is set (the monitor sets it when the
+        trainer's group is gone, so not even the GIL is taken from the escalation), or
+        after `hold` seconds at most."""
         with self._lock:
             if self._stopped:
                 return False
@@ -164,6 +168,8 @@ class Notifier:
                 self._open_episodes.add(str(alert.get("rule")))  # its fire is this message
 
         def build() -> tuple[str, str]:
+            if after is not None:
+                after.wait(hold)
             resolved = plan() if callable(plan) else plan
             return stop_message(self.run, alert, reason, step, resolved)
 
