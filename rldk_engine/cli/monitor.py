@@ -78,7 +78,7 @@ def monitor_command(
         follow=follow, stdin=use_stdin, preset=None if rules is not None else preset,
         auto_stop=not no_auto_stop, quiet=quiet, grace_int=grace_int, grace_term=grace_term,
         shell=shell, stop_signal=first_signal, notify=list(notify or []),
-        checkpoints=list(checkpoints or []))
+        checkpoints=list(checkpoints or []), ignore_late_signals=True)
     try:
         res = run_monitor(config)
     except RunDirLocked as exc:
