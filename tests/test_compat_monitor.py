@@ -50,6 +50,8 @@ LOOP = textwrap.dedent('''\
         # a worker in the trainer's group (a dataloader, a reward server)
         subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     steps = 40 if mode != "healthy" else 12
+    if mode == "healthy":
+        time.sleep(2.0)  # the monitor attaches first (as `make monitor-demo` waits 1 s)
     try:
         with open(out, "a") as fh:
             for step in range(1, steps + 1):
@@ -115,7 +117,7 @@ def test_pid_group_leader_is_stopped_with_its_group(tmp_path, rules_file):
     stream.parent.mkdir()
     loop = subprocess.Popen([sys.executable, "-c", LOOP, str(stream), "normal"], start_new_session=True)
     try:
-        proc = _rldk("--stream", str(stream), "--rules", str(rules_file), "--pid", str(loop.pid),
+        proc = _rldk("--stream", str(stream), "--rules", str(rules_file), "--pid", str(loop.pid), "--grace", "10",
                      "--alerts", str(tmp_path / "alerts.jsonl"), "--report", str(tmp_path / "report.json"))
         assert proc.returncode == 3, proc.stderr
         assert loop.wait(timeout=10) == 130  # it saved on SIGINT and exited
