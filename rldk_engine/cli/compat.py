@@ -74,6 +74,7 @@ def run_monitor_cli(stream, once, rules, preset, pid, alerts, report, grace, kil
 
     if (stream is None) == (once is None):
         return usage("give exactly one source: --stream FILE (or '-') or --once FILE")
+    engine: NativeEngine | KitEngine
     try:
         if rules is not None and not Path(rules).exists() and rules in PRESETS:
             engine, source = NativeEngine(preset_rules(rules)), f"preset {rules}"

@@ -58,9 +58,10 @@ def monitor_command(
             check_regular(follow)  # a FIFO or device would block the reader forever
         except NotARegularFile as exc:
             _usage(f"cannot follow {exc}")
-    first_signal = parse_signal(stop_signal)
-    if first_signal is None:
+    parsed_signal = parse_signal(stop_signal)
+    if parsed_signal is None:
         _usage(f"--stop-signal: unknown signal {stop_signal!r} (e.g. SIGINT, SIGUSR1, SIGTERM or a number)")
+    first_signal = parsed_signal if parsed_signal is not None else 2  # _usage raised: never 2 here
     if grace_int < 0 or grace_term < 0:
         _usage("--grace and --grace-term must be >= 0")
     os.environ.pop("RLDK_NOTIFY", None)  # URLs carry secrets: never in the trainer's environment

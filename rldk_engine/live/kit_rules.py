@@ -296,7 +296,8 @@ def parse_kit_rules(text: str, source: str = "<rules>") -> list[KitRule]:
     seq = top["rules"][1]
     if not isinstance(seq, yaml.SequenceNode) or not seq.value:
         raise where.error(seq, "'rules' must be a non-empty list of rule mappings")
-    rules, seen = [], {}
+    rules: list[KitRule] = []
+    seen: dict[str, int] = {}
     for node in seq.value:
         rule = _parse_rule(node, where)
         if rule.id in seen:
