@@ -277,3 +277,16 @@ def _kill_group(proc):
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         pass
+
+
+def test_stream_defaults_to_rldk_metrics_path_or_stdin(tmp_path, rules_file):
+    stream = _events(tmp_path / "run.jsonl", [0.5] * 6)
+    env = dict(os.environ, RLDK_METRICS_PATH=str(stream))
+    proc = subprocess.run([sys.executable, "-m", "rldk_engine.cli.compat", "monitor", "--rules", str(rules_file),
+                           "--alerts", str(tmp_path / "a.jsonl")], capture_output=True, text=True, timeout=60,
+                          cwd=REPO, env=env, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 3, proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "rldk_engine.cli.compat", "monitor", "--rules", str(rules_file),
+                           "--alerts", str(tmp_path / "b.jsonl")], capture_output=True, text=True, timeout=60,
+                          cwd=REPO, input=stream.read_text())
+    assert proc.returncode == 3, proc.stderr

@@ -45,7 +45,7 @@ def monitor_command(
     stream: Optional[str] = typer.Option(None, "--stream", help="metrics file to follow as it grows, or '-' for stdin"),
     once: Optional[Path] = typer.Option(None, "--once", help="read a finished metrics file once and exit"),
     rules: Optional[str] = typer.Option(None, "--rules", help="rules YAML (the original kit's format or rldk's), or ppo|grpo"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="rldk's rules preset ppo|grpo when --rules is not given"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="rldk's rules preset ppo|grpo when --rules is not given (with --rules it is ignored: the original kit's field-map presets are not needed, rldk maps trainer keys itself)"),
     pid: Optional[int] = typer.Option(None, "--pid", help="process to stop on a stop rule (SIGINT, SIGTERM, SIGKILL)"),
     alerts: Path = typer.Option(Path("artifacts/alerts.jsonl"), "--alerts", help="alerts, one JSON row each, appended as they fire"),
     report: Optional[Path] = typer.Option(None, "--report", help="JSON report of the watch: steps, alerts, outcome"),
@@ -72,6 +72,14 @@ def run_monitor_cli(stream, once, rules, preset, pid, alerts, report, grace, kil
         typer.echo(f"rldk monitor: {message}", err=True)
         return 2
 
+    if stream is None and once is None:  # as the original kit: its metrics file, else a pipe
+        import os
+        import sys
+
+        if os.environ.get("RLDK_METRICS_PATH"):
+            stream = os.environ["RLDK_METRICS_PATH"]
+        elif not sys.stdin.isatty():
+            stream = "-"
     if (stream is None) == (once is None):
         return usage("give exactly one source: --stream FILE (or '-') or --once FILE")
     engine: NativeEngine | KitEngine
