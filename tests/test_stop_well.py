@@ -249,3 +249,44 @@ def test_monitor_with_a_dead_notifier_still_stops(tmp_path):
     assert res.exit_code == 3 and res.stop_step == 10
     assert (tmp_path / "out" / "signals.txt").read_text().splitlines() == ["SIGINT"]
     assert "notify: gave up waiting" in (tmp_path / "run" / "monitor.log").read_text()
+
+
+def test_user_stop_through_the_control_channel_also_saves(tmp_path):
+    """A stop from `rldk-tui watch` (control.jsonl) keeps the work too."""
+    import torch
+    from transformers import (
+        GPT2Config,
+        GPT2LMHeadModel,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
+
+    from rldk_engine.integrations.hf import RLDKCallback
+
+    run_dir = tmp_path / "rldk"
+
+    class ClientAtStep3(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                with open(run_dir / "control.jsonl", "a") as fh:
+                    fh.write('{"action": "stop", "by": "test"}\n')
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=32, n_positions=16))
+    data = [{"input_ids": torch.randint(0, 32, (8,))} for _ in range(16)]
+    for row in data:
+        row["labels"] = row["input_ids"].clone()
+    out = tmp_path / "out"
+    args = TrainingArguments(output_dir=str(out), max_steps=30, per_device_train_batch_size=2, logging_steps=1,
+                             save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True)
+    callback = RLDKCallback(preset="ppo", run_dir=run_dir)
+    trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[callback, ClientAtStep3()])
+    trainer.train()
+    step = trainer.state.global_step
+    assert 3 <= step <= 4 and callback.stopped_by_user
+    assert [p.name for p in out.glob("checkpoint-*")] == [f"checkpoint-{step}"]
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["checkpoint_saved"] == str(out / f"checkpoint-{step}")
+    assert status["resume"]["first_bad_step"] is None  # a user stop: no anomaly, newest checkpoint
+    assert status["resume"]["checkpoint"] == str(out / f"checkpoint-{step}")
