@@ -179,3 +179,11 @@ def test_stop_message_waits_for_the_group_to_be_gone(receiver):
     gone.set()
     assert n.close(wait=10)
     assert len(receiver.bodies) == 1
+
+
+def test_callback_refuses_a_bad_url_before_training():
+    pytest.importorskip("transformers")
+    from rldk_engine.integrations.hf import RLDKCallback
+
+    with pytest.raises(NotifyError, match="bogus://"):
+        RLDKCallback(notify=["bogus://nope"])

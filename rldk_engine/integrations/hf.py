@@ -115,7 +115,8 @@ class RLDKCallback(TrainerCallback):
     save_on_stop: save a checkpoint at the step training stops (default True).
     exit_code_on_stop: end the Python process with this code after a stop (default None:
         unchanged; 3 is what `rldk-engine monitor` returns). See the module docstring.
-    notify: Apprise URLs for critical alerts and the stop (e.g. ["ntfy://my-topic"]).
+    notify: Apprise URLs for critical alerts and the stop (e.g. ["ntfy://my-topic"]); a URL
+        Apprise does not understand raises NotifyError (a ValueError) here, not mid-training.
     """
 
     def __init__(
@@ -143,6 +144,11 @@ class RLDKCallback(TrainerCallback):
         self.resume_plan: dict[str, Any] | None = None
         self.notify_urls = list(notify or [])
         self.notifier: Any = None
+        self._apprise: Any = None
+        if self.notify_urls:  # a URL Apprise cannot use fails here, before training starts
+            from rldk_engine.live.notify import build_apprise
+
+            self._apprise = build_apprise(self.notify_urls)
         self.tracker = ResumeTracker()
         self._output_dir: Path | None = None
         self._stop_saved = False
@@ -170,7 +176,8 @@ class RLDKCallback(TrainerCallback):
 
                 self.notifier = Notifier(self.notify_urls, run=str(self.run_dir),
                                          log_path=self.run_dir / protocol.MONITOR_LOG,
-                                         report=lambda m: logger.warning("rldk: %s", m))
+                                         report=lambda m: logger.warning("rldk: %s", m),
+                                         apprise_obj=self._apprise)
         # every rank reads the same control file, so a stop from `rldk-tui watch` (key k,
         # the auto-stop switch) reaches all ranks at the same step
         if self.control is None:
