@@ -54,6 +54,7 @@ from rldk_engine.live.protocol import (
     RUN_JSONL,
     RunDirLocked,
     RunDirWriter,
+    Status,
     canonical_row,
     parse_flag,
 )
@@ -271,8 +272,8 @@ class Monitor:
 
     # -- status / control
 
-    def status(self) -> dict:
-        status = {
+    def status(self) -> Status:
+        status: Status = {
             "monitor_pid": os.getpid(),
             "child_pid": self.group.pid if self.group else None,
             "pgid": self.pgid,
@@ -294,7 +295,7 @@ class Monitor:
         }
         if self.notice is not None:
             status["notice"] = self.notice
-        status.update(self.status_extra)
+        status.update(self.status_extra)  # type: ignore[typeddict-item]  # keys other features own
         return status
 
     def write_status(self, force: bool = False) -> None:
