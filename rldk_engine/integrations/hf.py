@@ -154,7 +154,7 @@ class RLDKCallback(TrainerCallback):
         self._stop_saved = False
         self.exit_code_on_stop = exit_code_on_stop
         if exit_code_on_stop is not None:
-            _ExitCode.arm(self)
+            _ExitCode.arm()
 
     @property
     def stopped(self) -> bool:
@@ -307,7 +307,7 @@ class _ExitCode:
     crashed = False
 
     @classmethod
-    def arm(cls, callback: RLDKCallback) -> None:
+    def arm(cls) -> None:
         if cls.armed:
             return
         cls.armed = True
