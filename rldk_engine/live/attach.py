@@ -378,13 +378,6 @@ def report(cfg: AttachConfig, res: AttachResult) -> dict[str, Any]:
     }
 
 
-def canonical_events(engine_is_native: bool, metrics: dict[str, float]) -> dict[str, float]:
-    """rldk's own rules watch canonical names; the original kit's rules match names themselves."""
-    if not engine_is_native:
-        return metrics
-    return {canonical_name(k): v for k, v in metrics.items()}
-
-
 class NativeEngine:
     """rldk's RuleEngine fed with canonical names (a long-format `reward` is reward_mean)."""
 
@@ -394,7 +387,7 @@ class NativeEngine:
         self.inner = RuleEngine(rules)
 
     def observe(self, step: int, metrics: dict[str, float], now: float | None = None) -> list[Alert]:
-        return self.inner.observe(step, canonical_events(True, metrics), now)
+        return self.inner.observe(step, {canonical_name(k): v for k, v in metrics.items()}, now)
 
 
 def run_attach(cfg: AttachConfig) -> AttachResult:
