@@ -41,12 +41,16 @@ def doctor_command(
     out: Annotated[Path, typer.Option("--out", help="Folder for ppo_scan.json and determinism_card.json.")] = REPORTS,
     preset: Annotated[str, typer.Option("--preset", help="auto | ppo | grpo")] = "auto",
     jobs: Annotated[int, typer.Option("--jobs", min=1, help="Runs scanned in parallel.")] = 1,
+    checkpoints: Annotated[Optional[list[Path]], typer.Option(
+        "--checkpoints", help="Trainer output folder with checkpoints, for the resume plan "
+                              "(default: the folder of each log).")] = None,
 ) -> None:
     """Scan the logs and audit this environment; every finding comes with its fix."""
-    raise typer.Exit(run_doctor_cli([str(p) for p in paths], out, preset, jobs))
+    raise typer.Exit(run_doctor_cli([str(p) for p in paths], out, preset, jobs, checkpoints))
 
 
-def run_doctor_cli(paths: list[str], out: Path, preset: str, jobs: int) -> int:
+def run_doctor_cli(paths: list[str], out: Path, preset: str, jobs: int,
+                   checkpoints: list[Path] | None = None) -> int:
     """Shared by `rldk-engine doctor` and the `rldk` compatibility commands."""
     from rldk_engine.errors import InputError
     from rldk_engine.forensics.doctor import run_doctor
@@ -55,7 +59,7 @@ def run_doctor_cli(paths: list[str], out: Path, preset: str, jobs: int) -> int:
         _console(stderr=True).print(f"error: --preset must be auto, ppo or grpo (got {preset!r})")
         return 2
     try:
-        result = run_doctor(paths, out, preset, jobs)
+        result = run_doctor(paths, out, preset, jobs, checkpoint_dirs=checkpoints)
     except (InputError, OSError, ValueError) as exc:
         _console(stderr=True).print(f"error: {exc}")
         return 2
@@ -94,7 +98,14 @@ def _print_doctor(result) -> None:
     console.print(env_table)
     for err in result.report.get("errors", []):
         console.print(f"[yellow]skipped[/]: {err}")
-    console.print(f"wrote {result.scan_path} and {result.card_path}")
+    from rich.text import Text
+
+    from rldk_engine.resume import plan_text
+
+    for entry in result.plans:  # what to resume from, for the runs that went wrong
+        if entry["resume"].get("first_bad_step") is not None:
+            console.print(Text(f"{entry['run_id']}: {plan_text(entry['resume'])}"))
+    console.print(Text(f"wrote {result.scan_path}, {result.card_path} and {result.plan_path}"))
 
 
 def matrix_command(
