@@ -276,7 +276,7 @@ def ppo_update(policy, opt, tokens, mask, scores, old_logp, old_values, kl_tok, 
         var_res = float(((returns - old_values) ** 2 * mask).sum() / mask.sum())
     lens = mask.sum(1)
     return {
-        "objective/kl": kl_mean,
+        "kl": kl_mean,  # per-token mean KL (SPEC kl); objective/kl would mean per-sequence
         "objective/kl_coef": coef,
         "objective/entropy": ent,
         "ppo/policy/approxkl": akl,

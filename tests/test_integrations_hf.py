@@ -25,7 +25,7 @@ class KLTrainer(Trainer):
 
     def log(self, logs, *args, **kwargs):
         if "loss" in logs:
-            logs["objective/kl"] = self.kl_value
+            logs["train/kl"] = self.kl_value
         super().log(logs, *args, **kwargs)
 
 
@@ -96,7 +96,7 @@ def test_auto_stop_off_alerts_but_keeps_training(tmp_path):
 
 
 def test_canonical_metrics_maps_trainer_logs():
-    logs = {"objective/kl": torch.tensor(0.25), "learning_rate": 1e-4, "grad_norm": 2.0,
+    logs = {"train/kl": torch.tensor(0.25), "learning_rate": 1e-4, "grad_norm": 2.0,
             "train/entropy_loss": -1.5, "note": "text", "epoch": 0.5}
     assert canonical_metrics(logs) == {"kl": 0.25, "lr": 1e-4, "grad_norm": 2.0,
                                     "entropy": 1.5, "epoch": 0.5}

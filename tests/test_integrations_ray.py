@@ -20,7 +20,7 @@ def _write_tree(root: Path, n: int = 6) -> Path:
         rows = []
         for step in range(60):
             kl = 0.9 if (i % 2 and 30 <= step < 40) else 0.02
-            rows.append(json.dumps({"step": step, "objective/kl": kl, "env/reward_mean": step * 0.01,
+            rows.append(json.dumps({"step": step, "train/kl": kl, "env/reward_mean": step * 0.01,
                                     "objective/entropy": 1.0}))
         folder = root / f"group{i % 2}"
         folder.mkdir(parents=True, exist_ok=True)

@@ -308,7 +308,8 @@ def _is_numeric_row(line: str, width: int, delimiter: str) -> bool:
     if len(cells) != width:
         return False
     values = [c for c in cells if c.strip()]
-    return bool(values) and sum(number_from_text(c) is not None for c in values) >= max(1, len(values) // 2)
+    # most filled cells numbers: prose with a thousands comma ("30,000 examples") is no row
+    return bool(values) and 2 * sum(number_from_text(c) is not None for c in values) > len(values)
 
 
 def find_table_header(lines: list[str]) -> tuple[int, str] | None:

@@ -43,7 +43,7 @@ from typing import Any
 
 import orjson
 
-from rldk_engine.ingest.parse import LineParser
+from rldk_engine.ingest.parse import LineParser, Record
 from rldk_engine.ingest.ranks import RankMerger
 from rldk_engine.ingest.tail import MAX_LINE, FileTail
 from rldk_engine.live.process import ProcessGroup, Watchdog, exit_code_of, stop_plan
@@ -330,11 +330,21 @@ class Monitor:
     def handle_line(self, line: bytes) -> None:
         self.log_file.add(line if line.endswith(b"\n") else line + b"\n")
         text = line.decode("utf-8", errors="replace").rstrip("\r\n")
-        record = self.parser.feed(text)
-        if record is None:
+        records = self.parser.feed_all(text)  # tqdm redraws: each \r frame counts
+        if not records:
             if self.steps == 0:
                 self._watch_silence(text)
             return
+        for record in records:
+            self.handle_record(record)
+
+    def handle_end_of_input(self) -> None:
+        """A block the trainer left open at exit (an SB3 table) still counts as a row."""
+        record = self.parser.finish()
+        if record is not None:
+            self.handle_record(record)
+
+    def handle_record(self, record: Record) -> None:
         if (record := self.merger.merge(record)) is None:
             return
         now = time.time()
@@ -519,6 +529,7 @@ class Monitor:
                 name, line = q.get_nowait()
                 if line is not _EOF:
                     self.handle_line(line)
+            self.handle_end_of_input()
             self.flush_artifacts()
             return self.finish()
         finally:
