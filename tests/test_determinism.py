@@ -369,11 +369,11 @@ def test_live_progress_reports_latest_values_and_max_diff_so_far(tmp_path: Path)
 
 
 def test_live_diff_counts_a_step_only_once_every_replica_passed_it() -> None:
-    from rldk_engine.determinism import ReplicaProgress, _LiveDiff
+    from rldk_engine.determinism import ReplicaProgress, LiveDiff
     from rldk_engine.ingest.parse import Record
 
     progress = [ReplicaProgress(state="running") for _ in range(3)]
-    live = _LiveDiff(progress, ["objective/kl"])  # canonicalised: kl
+    live = LiveDiff(progress, ["objective/kl"])  # canonicalised: kl
     for i, p in enumerate(progress):
         p.observe(Record(0, {"kl": 0.1, "loss": float(i)}))
     live.update()
