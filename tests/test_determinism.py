@@ -15,6 +15,7 @@ from rldk_engine.cli import app
 from rldk_engine.determinism import (
     CARD_NAME,
     FIGURE_NAME,
+    METRICS_FILE_NAME,
     DeterminismError,
     check_command,
     check_runs,
@@ -45,10 +46,21 @@ if mode == "silent" and replica == 1:
 if mode == "short" and replica == 2:
     steps -= 2
 for step in range(steps):
+    if mode == "env_file":
+        continue  # its metrics go only to RLDK_METRICS_PATH
+    if mode == "env_file_and_stdout":
+        print(json.dumps({"step": step, "objective/kl": 0.01 * step, "reward": float(step)}))
+        continue
     print(json.dumps({"step": step, "objective/kl": 0.01 * step, "ppo/loss/policy": -0.1}))
     if mode == "crash" and replica == 1 and step == 1:
         print("Traceback: RuntimeError: replica 1 exploded", file=sys.stderr)
         sys.exit(1)
+if mode in ("env_file", "env_file_and_stdout"):
+    path = os.environ["RLDK_METRICS_PATH"]
+    with open(path, "w") as fh:
+        for step in range(steps):
+            fh.write(json.dumps({"step": step, "kl": 0.25, "policy_loss": -0.5}) + "\n")
+    print(json.dumps({"metrics_path": path}) if mode == "env_file" else "written")
 if mode == "metrics_file":
     with open("metrics.jsonl", "w") as fh:
         for step in range(steps):
@@ -201,6 +213,49 @@ def test_missing_metrics_file_means_no_metrics(tmp_path: Path, fake: str) -> Non
     )
     assert result.exit_code == 2
     assert "no metrics found" in result.reason and "nope.jsonl" in result.reason
+
+
+def test_each_replica_gets_its_own_metrics_path_and_the_card_says_file(
+    tmp_path: Path, fake: str
+) -> None:
+    result = check_command(f"{fake} env_file 4", compare=["kl", "policy_loss"], replicas=2,
+                           out_dir=tmp_path)
+    card = result.card
+    assert result.exit_code == 0, card
+    assert card["metrics_from"] == ["file", "file"]
+    for i, path in enumerate(card["metrics_files"]):
+        assert path == str((tmp_path / f"replica_{i}" / METRICS_FILE_NAME).absolute())
+    assert card["compared_steps"] == {"kl": 4, "policy_loss": 4}
+    assert card["max_abs_diff"] == {"kl": 0.0, "policy_loss": 0.0}
+
+
+def test_metrics_path_file_wins_and_stdout_adds_the_rest(tmp_path: Path, fake: str) -> None:
+    # kl is in both (file: 0.25 every step; stdout: 0.01 * step): the file's value is used;
+    # reward_mean is only on stdout and still compared
+    result = check_command(f"{fake} env_file_and_stdout 4", compare=["kl", "reward_mean"],
+                           replicas=2, out_dir=tmp_path, make_figure=False)
+    assert result.exit_code == 0, result.card
+    assert result.card["metrics_from"] == ["file+stdout", "file+stdout"]
+    assert result.card["compared_steps"] == {"kl": 4, "reward_mean": 4}
+    run = check_runs([tmp_path / "replica_0" / METRICS_FILE_NAME] * 2, compare=["kl"],
+                     out_dir=tmp_path / "again", make_figure=False)
+    assert run.card["compared_steps"] == {"kl": 4}
+
+
+def test_without_a_metrics_file_stdout_is_the_source(tmp_path: Path, fake: str) -> None:
+    result = check_command(f"{fake} plain 3", compare=["kl"], replicas=2, out_dir=tmp_path,
+                           make_figure=False)
+    assert result.card["metrics_from"] == ["stdout", "stdout"]
+    assert result.card["metrics_files"] == [None, None]
+
+
+def test_a_metrics_file_left_by_an_earlier_check_is_not_read(tmp_path: Path, fake: str) -> None:
+    stale = tmp_path / "replica_1" / METRICS_FILE_NAME
+    stale.parent.mkdir(parents=True)
+    stale.write_text('{"step": 0, "kl": 99.0}\n')
+    result = check_command(f"{fake} plain 3", compare=["kl"], replicas=2, out_dir=tmp_path,
+                           make_figure=False)
+    assert result.exit_code == 0 and result.card["metrics_from"] == ["stdout", "stdout"]
 
 
 # ---------------------------------------------------------------- usage errors

@@ -198,7 +198,7 @@ class Launcher:
             if self.cancelled:
                 raise DeterminismError("cancelled")
             proc = subprocess.Popen(
-                argv, cwd=cwd, env=replica_env(index, cwd / METRICS_FILE_NAME),
+                argv, cwd=cwd, env=replica_env(index, (cwd / METRICS_FILE_NAME).absolute()),
                 stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
                 start_new_session=True, text=True, errors="replace", bufsize=1,
             )
