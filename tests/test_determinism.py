@@ -424,7 +424,7 @@ def test_live_progress_reports_latest_values_and_max_diff_so_far(tmp_path: Path)
 
 
 def test_live_diff_counts_a_step_only_once_every_replica_passed_it() -> None:
-    from rldk_engine.determinism import ReplicaProgress, LiveDiff
+    from rldk_engine.determinism import LiveDiff, ReplicaProgress
     from rldk_engine.ingest.parse import Record
 
     progress = [ReplicaProgress(state="running") for _ in range(3)]
