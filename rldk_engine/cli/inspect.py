@@ -15,12 +15,13 @@ def inspect_command(
     from rich.console import Console
     from rich.table import Table
 
+    from rldk_engine.cli.text import plain, print_error
     from rldk_engine.ingest.readers import FORMATS, load_runs
 
     console = Console()
     err = Console(stderr=True, soft_wrap=True)
     if fmt is not None and fmt not in FORMATS:
-        err.print(f"rldk-engine: unknown format {fmt!r} (choose from {', '.join(FORMATS)})", markup=False)
+        print_error(err, f"rldk-engine: unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
         raise typer.Exit(2)
     runs, errors = load_runs(paths, fmt=fmt)
     table = Table(title="rldk inspect")
@@ -33,11 +34,11 @@ def inspect_command(
     table.add_column("skipped", justify="right", no_wrap=True)
     for run in runs:
         table.add_row(
-            run.run_id,
-            run.format,
+            plain(run.run_id),
+            plain(run.format),
             str(run.n_steps),
             f"{int(run.steps[0])}..{int(run.steps[-1])}",
-            " ".join(run.canonical_metrics) or "-",
+            plain(" ".join(run.canonical_metrics) or "-"),
             str(len(run.unknown_keys)),
             str(run.n_skipped),
         )
@@ -45,8 +46,8 @@ def inspect_command(
         console.print(table)
     for run in runs:
         for message in run.errors[:3]:
-            err.print(f"{run.source}: {message}", markup=False)
+            print_error(err, f"{run.source}: {message}")
     for message in errors:
-        err.print(message, markup=False)
+        print_error(err, message)
     if not runs:
         raise typer.Exit(2)

@@ -26,8 +26,10 @@ def scan_command(
 
     err = Console(stderr=True, soft_wrap=True)
 
+    from rldk_engine.cli.text import print_error
+
     def usage(message: str) -> None:
-        err.print(f"rldk-engine scan: {message}", markup=False)
+        print_error(err, f"rldk-engine scan: {message}")
         raise typer.Exit(2)
 
     from rldk_engine.forensics.scan import BACKENDS, PRESETS
@@ -52,7 +54,7 @@ def scan_command(
         usage(str(exc))
     if report["runs"]:
         for message in report["errors"]:
-            err.print(message, markup=False)
+            print_error(err, message)
     else:
         first = report["errors"][0] if report["errors"] else f"{paths[0]}: nothing readable"
         usage(f"nothing readable ({first})")
@@ -85,6 +87,8 @@ def _run_scan(paths, preset, jobs, fmt, err, backend="process", ray_address=None
 def _summary_table(report: dict):
     from rich.table import Table
 
+    from rldk_engine.cli.text import plain
+
     table = Table(title="rldk scan")
     table.add_column("run", overflow="fold", min_width=12, ratio=2)
     table.add_column("format", no_wrap=True)
@@ -99,9 +103,9 @@ def _summary_table(report: dict):
             counts[a["severity"]] += 1
         serious = sorted({a["rule"] for a in run["anomalies"] if a["severity"] != "info"})
         h = run["health"]
-        table.add_row(run["run_id"], run["format"], str(run["n_steps"]), f"{h['overall']:.2f}",
-                      str(counts["critical"]), str(counts["warning"]),
-                      str(counts["info"]), ", ".join(serious) or "-")
+        table.add_row(plain(run["run_id"]), plain(run["format"]), str(run["n_steps"]),
+                      f"{h['overall']:.2f}", str(counts["critical"]), str(counts["warning"]),
+                      str(counts["info"]), plain(", ".join(serious) or "-"))
     return table
 
 

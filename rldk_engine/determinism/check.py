@@ -13,21 +13,22 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rldk_engine.determinism.card import FIGURE_NAME, build_card, card_summary, write_card
-from rldk_engine.determinism.compare import (
-    DeterminismError,
-    MetricComparison,
-    compare_metric,
-    resolve_compare,
-)
-from rldk_engine.determinism.evidence import audit_env
+from rldk_engine.determinism.base import DeterminismError
 from rldk_engine.determinism.replicas import (
     ReplicaOutcome,
     ReplicaProgress,
     resolve_command,
     run_replicas,
 )
+
+if TYPE_CHECKING:
+    from rldk_engine.determinism.compare import MetricComparison
+
+# The comparison, card and figure modules (numpy, matplotlib) are imported inside the
+# functions below, in `_Prepared`'s thread while the replicas already run: the replicas
+# start as soon as the command line is parsed.
 
 
 @dataclass
@@ -40,6 +41,8 @@ class DeterminismResult:
 
 
 def summary_line(result: DeterminismResult) -> str:
+    from rldk_engine.determinism.card import card_summary
+
     return card_summary(result.card, result.reason)
 
 
@@ -51,6 +54,8 @@ def evaluate(
     argv: Sequence[str] | None,
 ) -> tuple[list[str], list[MetricComparison]]:
     """Check the outcomes can be compared (raises DeterminismError) and compare them."""
+    from rldk_engine.determinism.compare import compare_metric, resolve_compare
+
     with_metrics = [o for o in outcomes if o.has_metrics]
     if argv is not None and outcomes and all(o.exit_code != 0 for o in outcomes):
         first = outcomes[0]
@@ -79,6 +84,8 @@ def finish(
 ) -> DeterminismResult:
     """Compare, write the card, then the figure (its matplotlib import was warmed up while
     the replicas ran); a figure problem is noted in the card and never loses it."""
+    from rldk_engine.determinism.card import FIGURE_NAME, build_card, write_card
+
     prepared = prepared or _Prepared(make_figure=False)
     env = prepared.env()
     try:
@@ -122,16 +129,19 @@ class _Prepared:
         self._thread.start()
 
     def _work(self) -> None:
+        import rldk_engine.determinism.card  # noqa: F401  (numpy, the comparison)
+
         if self.make_figure:
             try:
-                import matplotlib
+                from rldk_engine.plots.determinism import warm_up
 
-                matplotlib.use("Agg")
-                import matplotlib.pyplot  # noqa: F401
+                warm_up()
             except Exception:  # the figure step reports its own failure later
                 pass
         self._figure_ready.set()
         if self._env is None:
+            from rldk_engine.determinism.evidence import audit_env
+
             self._env = audit_env()
 
     def figure_ready(self) -> None:
@@ -139,7 +149,11 @@ class _Prepared:
 
     def env(self) -> dict:
         self._thread.join()
-        return self._env if self._env is not None else audit_env()
+        if self._env is None:
+            from rldk_engine.determinism.evidence import audit_env
+
+            self._env = audit_env()
+        return self._env
 
 
 def check_command(
@@ -164,7 +178,7 @@ def check_command(
     out_dir = Path(out_dir)
     argv = resolve_command(cmd, Path.cwd())
     started = time.monotonic()
-    prepared = _Prepared(make_figure)
+    prepared = _Prepared(make_figure)  # imports and audit run beside the replicas
     outcomes = run_replicas(
         argv, replicas, out_dir, parallel=parallel, metrics_file=metrics_file, on_tick=on_tick,
         compare=compare,

@@ -13,17 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rldk_engine.determinism.base import CLOCK_KEYS, DeterminismError, as_float
 from rldk_engine.ingest.metrics import CANONICAL, canonical_name
 from rldk_engine.ingest.run import Run
 
-# Keys that differ between replicas by nature and are never compared by default.
-CLOCK_KEYS = frozenset({"time", "timestamp", "_timestamp", "_runtime", "wall_time", "elapsed"})
 # A divergence that ends this many times larger than where it started "grows".
 GROWTH_FACTOR = 10.0
-
-
-class DeterminismError(Exception):
-    """The check could not run (exit 2); `str()` is the one-line reason."""
 
 
 # ----------------------------------------------------------------------------- runs
@@ -71,13 +66,6 @@ def logged_mask(run: Run, name: str) -> np.ndarray:
 def logged_metrics(run: Run) -> list[str]:
     """Metrics with at least one logged cell."""
     return [name for name in run.columns if logged_mask(run, name).any()]
-
-
-def as_float(value) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan  # a non-numeric value is data that matches nothing numeric
 
 
 # ----------------------------------------------------------------------------- compare
@@ -193,16 +181,6 @@ def _deviating_replicas(
             odd = np.abs(column - median) > atol + rtol * abs(median)
         out.update(replica_ids[row] for row in np.flatnonzero(odd))
     return out
-
-
-def spread_of(values: list[float]) -> float:
-    """max - min with compare_metric's rules: NaN equals NaN, the same inf equals itself,
-    any other non-finite mix is infinitely apart (used by the live estimate)."""
-    if all(math.isfinite(v) for v in values):
-        return max(values) - min(values)
-    if all(math.isnan(v) for v in values) or len(set(values)) == 1:
-        return 0.0
-    return math.inf
 
 
 def culprit_order(comparisons: Sequence[MetricComparison]) -> list[str]:

@@ -24,20 +24,16 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from rldk_engine.determinism.compare import (
-    CLOCK_KEYS,
-    DeterminismError,
-    as_float,
-    empty_run,
-    logged_metrics,
-    run_from_records,
-    spread_of,
-)
+from rldk_engine.determinism.base import CLOCK_KEYS, DeterminismError, as_float, spread_of
 from rldk_engine.ingest.metrics import canonical_name
-from rldk_engine.ingest.run import Run
+
+if TYPE_CHECKING:
+    from rldk_engine.ingest.run import Run
+
+# numpy (through Run and the comparison) is imported by the reader threads once a replica
+# ends, never before the replicas start: its import is start-up time the check waits for.
 
 METRICS_ENV = "RLDK_METRICS_PATH"
 METRICS_FILE_NAME = "rldk_metrics.jsonl"
@@ -280,6 +276,7 @@ def _pattern_path(workdir: Path, pattern: str, index: int) -> Path | None:
 
 
 def _read_metrics_file(path: Path) -> tuple[Run, str | None]:
+    from rldk_engine.determinism.compare import empty_run
     from rldk_engine.errors import InputError
     from rldk_engine.ingest.readers import read_run
 
@@ -291,6 +288,10 @@ def _read_metrics_file(path: Path) -> tuple[Run, str | None]:
 
 def merge_runs(primary: Run, secondary: Run) -> Run:
     """`primary`'s metrics, plus the metrics only `secondary` logged, on the union of steps."""
+    import numpy as np
+
+    from rldk_engine.ingest.run import Run
+
     steps = np.union1d(primary.steps, secondary.steps).astype(np.int64)
     columns: dict[str, np.ndarray] = {}
     nonfinite: dict[str, np.ndarray] = {}
@@ -349,6 +350,8 @@ def _run_replica(
         watch_done.set()
         watcher.join()
     launcher.finished(index)
+    from rldk_engine.determinism.compare import empty_run, logged_metrics, run_from_records
+
     outcome = ReplicaOutcome(
         index=index, workdir=str(workdir), exit_code=exit_code, run=empty_run(),
         source=str(stdout_path), n_lines=parser.n_lines, n_rejected=parser.n_rejected,
@@ -426,6 +429,8 @@ def run_replicas(
         try:
             outcome = _run_replica(i, argv, workdirs[i], metrics_file, launcher, progress[i])
         except OSError as exc:  # exec failed (permission, bad interpreter...)
+            from rldk_engine.determinism.compare import empty_run
+
             outcome = ReplicaOutcome(
                 index=i, workdir=str(workdirs[i]), exit_code=None, run=empty_run(),
                 source=str(workdirs[i]), metrics_from="none",
