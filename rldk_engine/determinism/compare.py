@@ -179,7 +179,7 @@ def _deviating_replicas(
         else:
             median = float(np.median(column))
             odd = np.abs(column - median) > atol + rtol * abs(median)
-        out.update(replica_ids[row] for row in np.flatnonzero(odd))
+        out.update(replica_ids[int(row)] for row in np.flatnonzero(odd))
     return out
 
 
@@ -208,10 +208,10 @@ def resolve_compare(requested: Sequence[str], runs: Sequence[Run]) -> list[str]:
     """Canonicalise requested names (kl matches objective/kl); a metric no replica logged
     is an error, never silently dropped."""
     if not requested:
-        names = default_compare(runs)
-        if not names:
+        shared = default_compare(runs)
+        if not shared:
             raise DeterminismError("no metric is logged by every replica; pass --compare")
-        return names
+        return shared
     seen = {name for run in runs for name in logged_metrics(run)}
     names: list[str] = []
     for raw in requested:

@@ -151,7 +151,7 @@ def audit_env() -> dict:
 
 def seeds_seen(argv: Sequence[str], outcomes: Sequence[ReplicaOutcome]) -> dict:
     """Seeds visible to us: seed flags on the command line, PYTHONHASHSEED, logged seeds."""
-    flags = {}
+    flags: dict[str, str | bool] = {}
     for i, arg in enumerate(argv):
         key, _, inline = arg.partition("=")
         if "seed" in key.lower() and key.startswith("-"):

@@ -127,8 +127,9 @@ class LiveDiff:
         for step in sorted(s for s in self.pending if s < reached):
             self._fold(self.pending.pop(step))
 
-    def _fold(self, cells: list[dict[str, float] | None]) -> None:
-        if any(cell is None for cell in cells):
+    def _fold(self, maybe_cells: list[dict[str, float] | None]) -> None:
+        cells = [cell for cell in maybe_cells if cell is not None]
+        if len(cells) < len(maybe_cells):
             return  # not logged by every replica: not a shared step
         names = self.compare or [
             name for name in cells[0] if name not in CLOCK_KEYS
