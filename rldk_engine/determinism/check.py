@@ -82,48 +82,74 @@ def finish(
     started: float,
     prepared: _Prepared | None = None,
 ) -> DeterminismResult:
-    """Compare, write the card, then the figure (its matplotlib import was warmed up while
-    the replicas ran); a figure problem is noted in the card and never loses it."""
+    """Compare, then draw the figure in a thread while the environment audit (started
+    with the replicas) is collected and the card built; a figure problem is noted in the
+    card and never loses it."""
     from rldk_engine.determinism.card import FIGURE_NAME, build_card, write_card
 
     prepared = prepared or _Prepared(make_figure=False)
-    env = prepared.env()
+    prepared.figure_ready()  # numpy and the comparison modules are imported by then
     try:
         names, comparisons = evaluate(outcomes, compare, atol, rtol, argv)
     except DeterminismError as exc:
         card = build_card(
             outcomes=outcomes, compare=list(compare), atol=atol, rtol=rtol,
-            env=env, wall_time_s=time.monotonic() - started, argv=argv, error=str(exc),
+            env=prepared.env(), wall_time_s=time.monotonic() - started, argv=argv,
+            error=str(exc),
         )
         return DeterminismResult(card, 2, write_card(card, out_dir), None, str(exc))
+    drawing = _FigureThread(comparisons, atol, out_dir / FIGURE_NAME) if prepared.make_figure else None
     card = build_card(
         outcomes=outcomes, comparisons=comparisons, compare=names, atol=atol, rtol=rtol,
-        env=env, wall_time_s=time.monotonic() - started, argv=argv,
+        env=prepared.env(), wall_time_s=time.monotonic() - started, argv=argv,
     )
     figure = None
-    if prepared.make_figure:
-        from rldk_engine.plots.determinism import plot_determinism_mismatch
-
-        prepared.figure_ready()
-        try:
-            figure = plot_determinism_mismatch(
-                {c.metric: (c.steps, c.spread) for c in comparisons}, atol, out_dir / FIGURE_NAME
-            )
-        except Exception as exc:  # a figure problem must not lose the card
-            card["figure_error"] = f"{FIGURE_NAME}: {exc}"
+    if drawing is not None:
+        figure, error = drawing.result()
+        if error is not None:
+            card["figure_error"] = f"{FIGURE_NAME}: {error}"
     card["figure"] = str(figure) if figure else None
     card_path = write_card(card, out_dir)
     return DeterminismResult(card, 0 if card["passed"] else 1, card_path, figure, None)
 
 
+class _FigureThread:
+    """The mismatch figure, drawn beside the card (matplotlib's Figure API, no pyplot
+    state: safe off the main thread)."""
+
+    def __init__(self, comparisons: Sequence[MetricComparison], atol: float, path: Path) -> None:
+        self._spreads = {c.metric: (c.steps, c.spread) for c in comparisons}
+        self._atol, self._path = atol, path
+        self._figure: Path | None = None
+        self._error: str | None = None
+        self._thread = threading.Thread(target=self._draw, name="rldk-figure", daemon=True)
+        self._thread.start()
+
+    def _draw(self) -> None:
+        from rldk_engine.plots.determinism import plot_determinism_mismatch
+
+        try:
+            self._figure = plot_determinism_mismatch(self._spreads, self._atol, self._path)
+        except Exception as exc:  # a figure problem must not lose the card
+            self._error = str(exc) or type(exc).__name__
+
+    def result(self) -> tuple[Path | None, str | None]:
+        self._thread.join()
+        return self._figure, self._error
+
+
 class _Prepared:
     """Work that does not depend on the replicas, done while they run so the card comes
-    right after the last replica: the environment audit (it may import torch, 1-2 s) and
-    the matplotlib import for the figure (Agg backend, no display)."""
+    right after the last replica: the environment audit (in a child interpreter: it may
+    import torch, 1-2 s of CPU), and in a thread the numpy import and a matplotlib warm-up
+    for the figure (Agg backend, no display)."""
 
     def __init__(self, make_figure: bool, env: dict | None = None) -> None:
+        from rldk_engine.determinism.evidence import BackgroundAudit
+
         self.make_figure = make_figure
         self._env: dict | None = env
+        self._audit = BackgroundAudit() if env is None else None
         self._figure_ready = threading.Event()
         self._thread = threading.Thread(target=self._work, name="rldk-prepare", daemon=True)
         self._thread.start()
@@ -139,20 +165,14 @@ class _Prepared:
             except Exception:  # the figure step reports its own failure later
                 pass
         self._figure_ready.set()
-        if self._env is None:
-            from rldk_engine.determinism.evidence import audit_env
-
-            self._env = audit_env()
 
     def figure_ready(self) -> None:
         self._figure_ready.wait()
 
     def env(self) -> dict:
-        self._thread.join()
         if self._env is None:
-            from rldk_engine.determinism.evidence import audit_env
-
-            self._env = audit_env()
+            assert self._audit is not None
+            self._env = self._audit.result()
         return self._env
 
 

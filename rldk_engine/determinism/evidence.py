@@ -7,9 +7,13 @@ and step counts: the process), never a fixed list.
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import subprocess
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from rldk_engine.determinism.compare import MetricComparison, logged_mask
 from rldk_engine.determinism.replicas import ReplicaOutcome
@@ -147,6 +151,51 @@ def audit_env() -> dict:
         return audit_environment()
     except Exception as exc:  # an audit failure must not hide the check's result
         return {"error": f"environment audit failed: {exc}"}
+
+
+_AUDIT_CODE = (
+    "import json\n"
+    "from rldk_engine.forensics.envaudit import audit_environment\n"
+    "print(json.dumps(audit_environment()))\n"
+)
+AUDIT_TIMEOUT_S = 120.0
+
+
+class BackgroundAudit:
+    """The environment audit in a child interpreter, started before the replicas: it may
+    import torch (1-2 s of CPU), which then runs on another core instead of holding this
+    process's GIL and delaying the card. Same interpreter, same environment variables, so
+    the same facts; any failure falls back to the audit in this process."""
+
+    def __init__(self) -> None:
+        env = dict(os.environ)
+        package_root = str(Path(__file__).resolve().parents[2])  # where rldk_engine lives
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        try:
+            self._proc: subprocess.Popen[str] | None = subprocess.Popen(
+                [sys.executable, "-c", _AUDIT_CODE], stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
+            )
+        except OSError:
+            self._proc = None
+
+    def result(self) -> dict:
+        if self._proc is None:
+            return audit_env()
+        try:
+            out, _ = self._proc.communicate(timeout=AUDIT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.communicate()
+            return {"error": f"environment audit took over {AUDIT_TIMEOUT_S:.0f} s"}
+        if self._proc.returncode == 0:
+            try:
+                audited = json.loads(out.strip().splitlines()[-1])
+            except (ValueError, IndexError):
+                audited = None
+            if isinstance(audited, dict):
+                return audited
+        return audit_env()
 
 
 def seeds_seen(argv: Sequence[str], outcomes: Sequence[ReplicaOutcome]) -> dict:
