@@ -46,7 +46,7 @@ if mode == "silent" and replica == 1:
 if mode == "short" and replica == 2:
     steps -= 2
 for step in range(steps):
-    if mode == "env_file":
+    if mode in ("env_file", "events"):
         continue  # its metrics go only to RLDK_METRICS_PATH
     if mode == "env_file_and_stdout":
         print(json.dumps({"step": step, "objective/kl": 0.01 * step, "reward": float(step)}))
@@ -61,6 +61,12 @@ if mode in ("env_file", "env_file_and_stdout"):
         for step in range(steps):
             fh.write(json.dumps({"step": step, "kl": 0.25, "policy_loss": -0.5}) + "\n")
     print(json.dumps({"metrics_path": path}) if mode == "env_file" else "written")
+if mode == "events":  # the original kit's long format, one metric per line
+    with open(os.environ["RLDK_METRICS_PATH"], "w") as fh:
+        for step in range(steps):
+            for name, value in (("kl", 0.1), ("reward_mean", float(step))):
+                fh.write(json.dumps({"step": step, "name": name, "value": value,
+                                     "meta": {"replica": replica}}) + "\n")
 if mode == "metrics_file":
     with open("metrics.jsonl", "w") as fh:
         for step in range(steps):
@@ -240,6 +246,16 @@ def test_metrics_path_file_wins_and_stdout_adds_the_rest(tmp_path: Path, fake: s
     run = check_runs([tmp_path / "replica_0" / METRICS_FILE_NAME] * 2, compare=["kl"],
                      out_dir=tmp_path / "again", make_figure=False)
     assert run.card["compared_steps"] == {"kl": 4}
+
+
+@pytest.mark.xfail(strict=False, reason="long-format event streams (step, name, value, meta) "
+                   "read by rldk_engine.ingest: branch `ingest` (issue 19 item 2)")
+def test_a_metrics_file_in_the_original_event_format(tmp_path: Path, fake: str) -> None:
+    result = check_command(f"{fake} events 4", compare=["kl", "reward_mean"], replicas=2,
+                           out_dir=tmp_path, make_figure=False)
+    assert result.exit_code == 0, result.card
+    assert result.card["metrics_from"] == ["file", "file"]
+    assert result.card["compared_steps"] == {"kl": 4, "reward_mean": 4}
 
 
 def test_without_a_metrics_file_stdout_is_the_source(tmp_path: Path, fake: str) -> None:
