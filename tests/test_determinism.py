@@ -258,6 +258,23 @@ def test_a_metrics_file_in_the_original_event_format(tmp_path: Path, fake: str) 
     assert result.card["compared_steps"] == {"kl": 4, "reward_mean": 4}
 
 
+def test_an_unreadable_metrics_file_falls_back_to_stdout_and_says_so(
+    tmp_path: Path, fake: str
+) -> None:
+    trainer = tmp_path / "garbled.py"
+    trainer.write_text(
+        "import json, os\n"
+        "open(os.environ['RLDK_METRICS_PATH'], 'w').write('\\x00\\x01 not metrics\\n')\n"
+        "for s in range(3): print(json.dumps({'step': s, 'kl': 0.1}))\n"
+    )
+    result = check_command(f"{PY} {shlex.quote(str(trainer))}", compare=["kl"], replicas=2,
+                           out_dir=tmp_path / "out", make_figure=False)
+    assert result.exit_code == 0, result.card
+    assert result.card["metrics_from"] == ["stdout", "stdout"]
+    assert all(path and path.endswith(METRICS_FILE_NAME) for path in result.card["metrics_files"])
+    assert all(error and METRICS_FILE_NAME in error for error in result.card["replica_errors"])
+
+
 def test_without_a_metrics_file_stdout_is_the_source(tmp_path: Path, fake: str) -> None:
     result = check_command(f"{fake} plain 3", compare=["kl"], replicas=2, out_dir=tmp_path,
                            make_figure=False)

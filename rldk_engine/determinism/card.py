@@ -81,6 +81,7 @@ def build_card(
         "sources": [o.source for o in outcomes],
         "metrics_from": [o.metrics_from for o in outcomes],
         "metrics_files": [o.metrics_file for o in outcomes],
+        "replica_errors": [o.error for o in outcomes],  # e.g. an unreadable metrics file
         "error": error,
     }
 
