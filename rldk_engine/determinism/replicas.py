@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rldk_engine.determinism.base import CLOCK_KEYS, DeterminismError, as_float, spread_of
 from rldk_engine.ingest.metrics import canonical_name
@@ -317,22 +317,40 @@ def _run_replica(
     index: int, argv: list[str], workdir: Path, pattern: str | None,
     launcher: Launcher, progress: ReplicaProgress,
 ) -> ReplicaOutcome:
-    """Start the replica, read its stdout (unless --metrics-file names the only source)
-    while a watcher tails its metrics file for the live view, then collect both."""
+    """Run one replica to its end, then take its metrics from where it wrote them."""
+    from rldk_engine.determinism.compare import empty_run
+
+    env_file = workdir / METRICS_FILE_NAME
+    env_file.unlink(missing_ok=True)  # a file left by an earlier check is not this run's
+    exit_code, records, parser = _run_and_read(index, argv, workdir, pattern, launcher, progress)
+    outcome = ReplicaOutcome(
+        index=index, workdir=str(workdir), exit_code=exit_code, run=empty_run(),
+        source=str(workdir / "stdout.log"), n_lines=parser.n_lines,
+        n_rejected=parser.n_rejected, stderr_tail=_stderr_tail(workdir / "stderr.log"),
+    )
+    if pattern is not None:
+        return _from_pattern_file(outcome, workdir, pattern)
+    return _from_metrics_path_and_stdout(outcome, env_file, records)
+
+
+def _run_and_read(
+    index: int, argv: list[str], workdir: Path, pattern: str | None,
+    launcher: Launcher, progress: ReplicaProgress,
+) -> tuple[int, list, Any]:
+    """Start the replica; parse its stdout line by line (unless --metrics-file names the
+    only source) while a watcher tails its metrics file for the live view."""
     from rldk_engine.ingest.parse import LineParser
 
     parser = LineParser()
-    records = []
-    env_file = workdir / METRICS_FILE_NAME
-    env_file.unlink(missing_ok=True)  # a file left by an earlier check is not this run's
-    stdout_path, stderr_path = workdir / "stdout.log", workdir / "stderr.log"
-    with open(stdout_path, "w") as raw, open(stderr_path, "w") as err:
+    records: list = []
+    with open(workdir / "stdout.log", "w") as raw, open(workdir / "stderr.log", "w") as err:
         proc = launcher.start(index, argv, workdir, subprocess.PIPE, err)
         progress.state, progress.started = "running", time.monotonic()
         watch_done = threading.Event()
         watcher = threading.Thread(
             target=_watch_metrics_file,
-            args=(workdir, pattern, index, env_file, progress, watch_done), daemon=True,
+            args=(workdir, pattern, index, workdir / METRICS_FILE_NAME, progress, watch_done),
+            daemon=True,
         )
         watcher.start()
         read_all = threading.Event()
@@ -351,24 +369,30 @@ def _run_replica(
         watch_done.set()
         watcher.join()
     launcher.finished(index)
-    from rldk_engine.determinism.compare import empty_run, logged_metrics, run_from_records
+    return exit_code, records, parser
 
-    outcome = ReplicaOutcome(
-        index=index, workdir=str(workdir), exit_code=exit_code, run=empty_run(),
-        source=str(stdout_path), n_lines=parser.n_lines, n_rejected=parser.n_rejected,
-        stderr_tail=_stderr_tail(stderr_path),
-    )
-    if pattern is not None:
-        path = _pattern_path(workdir, pattern, index)
-        outcome.source = str(path or workdir / pattern)
-        if path is None:
-            outcome.metrics_from = "none"
-            outcome.error = f"replica {index}: metrics file {pattern!r} not found in {workdir}"
-            return outcome
-        outcome.run, outcome.error = _read_metrics_file(path)
-        outcome.metrics_from, outcome.metrics_file = "file", str(path)
+
+def _from_pattern_file(outcome: ReplicaOutcome, workdir: Path, pattern: str) -> ReplicaOutcome:
+    """--metrics-file: the file the pattern names is the only source."""
+    path = _pattern_path(workdir, pattern, outcome.index)
+    outcome.source = str(path or workdir / pattern)
+    if path is None:
+        outcome.metrics_from = "none"
+        outcome.error = f"replica {outcome.index}: metrics file {pattern!r} not found in {workdir}"
         return outcome
-    from_stdout = run_from_records(records, str(stdout_path))
+    outcome.run, outcome.error = _read_metrics_file(path)
+    outcome.metrics_from, outcome.metrics_file = "file", str(path)
+    return outcome
+
+
+def _from_metrics_path_and_stdout(
+    outcome: ReplicaOutcome, env_file: Path, records: list
+) -> ReplicaOutcome:
+    """The RLDK_METRICS_PATH file when the replica wrote a readable one (plus the metrics
+    only stdout has), else stdout; an unreadable file is noted in `error`."""
+    from rldk_engine.determinism.compare import logged_metrics, run_from_records
+
+    from_stdout = run_from_records(records, outcome.source)
     if env_file.is_file() and env_file.stat().st_size > 0:
         from_file, error = _read_metrics_file(env_file)
         outcome.metrics_file, outcome.error = str(env_file), error
