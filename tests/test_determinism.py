@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import assert_all_gone, reported_pids
 from typer.testing import CliRunner
 
 from rldk_engine.cli import app
@@ -289,6 +290,47 @@ def test_a_metrics_file_left_by_an_earlier_check_is_not_read(tmp_path: Path, fak
     result = check_command(f"{fake} plain 3", compare=["kl"], replicas=2, out_dir=tmp_path,
                            make_figure=False)
     assert result.exit_code == 0 and result.card["metrics_from"] == ["stdout", "stdout"]
+
+
+def test_a_daemon_a_replica_leaves_behind_is_ended(tmp_path: Path) -> None:
+    # a background process that does not hold stdout outlives its replica: it would hold
+    # CPU/GPU while the next replicas run; the replica's process group ends it
+    trainer = tmp_path / "leaves_daemon.py"
+    trainer.write_text(
+        "import json, subprocess, sys\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],\n"
+        "                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        "print(f'pid {child.pid}', file=sys.stderr)\n"
+        "for s in range(3): print(json.dumps({'step': s, 'kl': 0.1}))\n"
+    )
+    result = check_command(f"{PY} {shlex.quote(str(trainer))}", compare=["kl"], replicas=2,
+                           out_dir=tmp_path / "out", make_figure=False)
+    assert result.exit_code == 0, result.card
+    pids = reported_pids(b"".join(
+        (tmp_path / "out" / f"replica_{i}" / "stderr.log").read_bytes() for i in range(2)))
+    assert_all_gone(pids, expected=2)
+
+
+def test_interrupting_the_check_stops_every_replica(tmp_path: Path) -> None:
+    trainer = tmp_path / "slow.py"
+    trainer.write_text(
+        "import json, os, sys, time\n"
+        "print(f'pid {os.getpid()}', file=sys.stderr, flush=True)\n"
+        "for s in range(600): print(json.dumps({'step': s, 'kl': 0.1}), flush=True); time.sleep(0.1)\n"
+    )
+    ticks = []
+
+    def interrupt(progress) -> None:
+        ticks.append(1)
+        if all(p.steps >= 2 for p in progress):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        check_command(f"{PY} {shlex.quote(str(trainer))}", compare=["kl"], replicas=3,
+                      out_dir=tmp_path / "out", on_tick=interrupt, make_figure=False)
+    pids = reported_pids(b"".join(
+        (tmp_path / "out" / f"replica_{i}" / "stderr.log").read_bytes() for i in range(3)))
+    assert_all_gone(pids, expected=3)
 
 
 # ---------------------------------------------------------------- usage errors

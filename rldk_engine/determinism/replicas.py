@@ -31,6 +31,7 @@ from rldk_engine.ingest.metrics import canonical_name
 
 if TYPE_CHECKING:
     from rldk_engine.ingest.run import Run
+    from rldk_engine.live.process import ProcessGroup
 
 # numpy (through Run and the comparison) is imported by the reader threads once a replica
 # ends, never before the replicas start: its import is start-up time the check waits for.
@@ -41,6 +42,7 @@ STDERR_TAIL_LINES = 5
 # After a replica exits, how long its stdout may stay open (held by a leftover background
 # process of its group) before that group is ended.
 LEFTOVER_GRACE_S = 1.0
+STOP_GRACE_S = 0.5  # per signal when stopping a replica's process tree
 TICK_S = 0.1
 
 
@@ -183,51 +185,60 @@ def replica_env(index: int, metrics_path: Path) -> dict[str, str]:
 
 
 class Launcher:
-    """Starts replicas, tracks their process groups so Ctrl-C stops them all."""
+    """Starts each replica as a `ProcessGroup` (the monitor's: a new session, a parent-death
+    signal, escaped descendants found through /proc, never a recycled pid signalled) and
+    stops them all on Ctrl-C: SIGINT, then SIGTERM, then SIGKILL."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._procs: dict[int, subprocess.Popen] = {}
+        self._groups: dict[int, ProcessGroup] = {}
         self.cancelled = False
 
-    def start(self, index: int, argv: list[str], cwd: Path, stdout, stderr) -> subprocess.Popen:
+    def start(self, index: int, argv: list[str], cwd: Path, stdout, stderr) -> ProcessGroup:
+        from rldk_engine.live.process import ProcessGroup
+
         with self._lock:
             if self.cancelled:
                 raise DeterminismError("cancelled")
-            proc = subprocess.Popen(
+            group = ProcessGroup.spawn(
                 argv, cwd=cwd, env=replica_env(index, (cwd / METRICS_FILE_NAME).absolute()),
-                stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-                start_new_session=True, text=True, errors="replace", bufsize=1,
+                stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, bufsize=1,
+                subreaper=False,  # replicas share this process: no process-wide reparenting
+                text=True, errors="replace",
             )
-            self._procs[index] = proc
-            return proc
+            self._groups[index] = group
+            return group
 
     def finished(self, index: int) -> None:
+        """The replica's leader exited and its output was read: end whatever of its tree
+        still runs (a daemon it left behind would skew the next replicas), then forget it."""
         with self._lock:
-            self._procs.pop(index, None)
+            group = self._groups.pop(index, None)
+        if group is not None:
+            group.stop_leftovers(term_grace=STOP_GRACE_S)
+            group.close()
 
     def kill_all(self) -> None:
         with self._lock:
             self.cancelled = True
-            for proc in self._procs.values():
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+            groups = list(self._groups.values())
+        for group in groups:  # every replica gets SIGINT at once, then each escalates
+            group.send(signal.SIGINT)
+        for group in groups:
+            if not group.wait_gone(STOP_GRACE_S):
+                group.escalate([(int(signal.SIGTERM), STOP_GRACE_S),
+                                (int(signal.SIGKILL), STOP_GRACE_S * 4)])
 
 
-def _end_leftovers(proc: subprocess.Popen, read_all: threading.Event) -> None:
-    """The replica exited but a background process of its group (`cmd &`, a server it
-    spawned) still holds stdout open: after a short grace, end the group so reading stops
+def _end_leftovers(group: ProcessGroup, read_all: threading.Event) -> None:
+    """The replica exited but a background process of its tree (`cmd &`, a server it
+    spawned) still holds stdout open: after a short grace, end that tree so reading stops
     instead of waiting for that process (forever, for a daemon). Lines already written
     stay readable in the pipe."""
-    proc.wait()
+    group.wait()
     if read_all.wait(LEFTOVER_GRACE_S):
         return
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    group.stop_leftovers(term_grace=STOP_GRACE_S)
 
 
 def _stderr_tail(path: Path) -> list[str]:
@@ -344,7 +355,8 @@ def _run_and_read(
     parser = LineParser()
     records: list = []
     with open(workdir / "stdout.log", "w") as raw, open(workdir / "stderr.log", "w") as err:
-        proc = launcher.start(index, argv, workdir, subprocess.PIPE, err)
+        group = launcher.start(index, argv, workdir, subprocess.PIPE, err)
+        proc = group.proc
         progress.state, progress.started = "running", time.monotonic()
         watch_done = threading.Event()
         watcher = threading.Thread(
@@ -354,7 +366,7 @@ def _run_and_read(
         )
         watcher.start()
         read_all = threading.Event()
-        threading.Thread(target=_end_leftovers, args=(proc, read_all), daemon=True).start()
+        threading.Thread(target=_end_leftovers, args=(group, read_all), daemon=True).start()
         assert proc.stdout is not None
         for line in proc.stdout:
             raw.write(line)
