@@ -225,9 +225,14 @@ def test_missing_metrics_file_means_no_metrics(tmp_path: Path, fake: str) -> Non
 def test_each_replica_gets_its_own_metrics_path_and_the_card_says_file(
     tmp_path: Path, fake: str
 ) -> None:
+    seen: list[list[tuple[int, dict]]] = []
     result = check_command(f"{fake} env_file 4", compare=["kl", "policy_loss"], replicas=2,
-                           out_dir=tmp_path)
+                           out_dir=tmp_path,
+                           on_tick=lambda ps: seen.append([(p.steps, dict(p.latest)) for p in ps]))
     card = result.card
+    # the live view tails the metrics file too (stdout has no metrics in this mode)
+    assert [steps for steps, _ in seen[-1]] == [4, 4]
+    assert all(latest.get("kl") == 0.25 for _, latest in seen[-1])
     assert result.exit_code == 0, card
     assert card["metrics_from"] == ["file", "file"]
     for i, path in enumerate(card["metrics_files"]):

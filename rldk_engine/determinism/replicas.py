@@ -252,35 +252,6 @@ def _stderr_tail(path: Path) -> list[str]:
 # ----------------------------------------------------------------------------- metrics files
 
 
-class FileTail:
-    """Feeds records appended to a growing metrics file to the live progress only
-    (the card reads the whole file once the replica ended)."""
-
-    def __init__(self, parser) -> None:
-        self.parser = parser
-        self.offset = 0
-        self.partial = ""
-        self.records = 0
-
-    def poll(self, path: Path, progress: ReplicaProgress | None = None) -> int:
-        try:
-            with open(path, errors="replace") as fh:
-                fh.seek(self.offset)
-                chunk = fh.read()
-                self.offset = fh.tell()
-        except OSError:
-            return self.records
-        lines = (self.partial + chunk).split("\n")
-        self.partial = lines.pop()
-        for line in lines:
-            record = self.parser.feed(line)
-            if record is not None:
-                self.records += 1
-                if progress is not None:
-                    progress.observe(record)
-        return self.records
-
-
 def _pattern_path(workdir: Path, pattern: str, index: int) -> Path | None:
     pattern = pattern.replace("{replica}", str(index))
     matches = sorted(glob.glob(str(workdir / pattern)))
@@ -423,17 +394,38 @@ def _watch_metrics_file(
     workdir: Path, pattern: str | None, index: int, env_file: Path,
     progress: ReplicaProgress, done: threading.Event,
 ) -> None:
-    """Live view only: records appended to the replica's metrics file as it writes them."""
+    """Live view only: records appended to the replica's metrics file as it writes them,
+    through the shared tailer (the card reads the whole file once the replica ended)."""
     from rldk_engine.ingest.parse import LineParser
+    from rldk_engine.ingest.tail import FileTail
 
-    tail = FileTail(LineParser())
-    while True:
-        finished = done.wait(TICK_S)
-        path = _pattern_path(workdir, pattern, index) if pattern else env_file
-        if path is not None and path.is_file():
-            progress.steps = max(progress.steps, tail.poll(path, progress))
-        if finished:
-            return
+    parser = LineParser()
+    tail: FileTail | None = None
+    records = 0
+    try:
+        while True:
+            finished = done.wait(TICK_S)
+            if tail is None:
+                path = _pattern_path(workdir, pattern, index) if pattern else env_file
+                if path is not None and path.is_file():
+                    tail = FileTail(path)
+            while tail is not None:
+                lines = tail.read_lines()
+                for raw in lines:
+                    record = parser.feed(raw.decode("utf-8", errors="replace"))
+                    if record is not None:
+                        records += 1
+                        progress.observe(record)
+                progress.steps = max(progress.steps, records)
+                if not lines or not finished:
+                    break  # while running, one chunk per tick; at the end, drain it
+            if finished:
+                return
+    except OSError:  # NotARegularFile and friends: the card reports the file itself
+        return
+    finally:
+        if tail is not None:
+            tail.close()
 
 
 # ----------------------------------------------------------------------------- all replicas
