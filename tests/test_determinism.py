@@ -9,12 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import assert_all_gone, reported_pids
 from typer.testing import CliRunner
 
 from rldk_engine.cli import app
 from rldk_engine.determinism import (
     CARD_NAME,
     FIGURE_NAME,
+    METRICS_FILE_NAME,
     DeterminismError,
     check_command,
     check_runs,
@@ -45,10 +47,27 @@ if mode == "silent" and replica == 1:
 if mode == "short" and replica == 2:
     steps -= 2
 for step in range(steps):
+    if mode in ("env_file", "events"):
+        continue  # its metrics go only to RLDK_METRICS_PATH
+    if mode == "env_file_and_stdout":
+        print(json.dumps({"step": step, "objective/kl": 0.01 * step, "reward": float(step)}))
+        continue
     print(json.dumps({"step": step, "objective/kl": 0.01 * step, "ppo/loss/policy": -0.1}))
     if mode == "crash" and replica == 1 and step == 1:
         print("Traceback: RuntimeError: replica 1 exploded", file=sys.stderr)
         sys.exit(1)
+if mode in ("env_file", "env_file_and_stdout"):
+    path = os.environ["RLDK_METRICS_PATH"]
+    with open(path, "w") as fh:
+        for step in range(steps):
+            fh.write(json.dumps({"step": step, "kl": 0.25, "policy_loss": -0.5}) + "\n")
+    print(json.dumps({"metrics_path": path}) if mode == "env_file" else "written")
+if mode == "events":  # the original kit's long format, one metric per line
+    with open(os.environ["RLDK_METRICS_PATH"], "w") as fh:
+        for step in range(steps):
+            for name, value in (("kl", 0.1), ("reward_mean", float(step))):
+                fh.write(json.dumps({"step": step, "name": name, "value": value,
+                                     "meta": {"replica": replica}}) + "\n")
 if mode == "metrics_file":
     with open("metrics.jsonl", "w") as fh:
         for step in range(steps):
@@ -201,6 +220,122 @@ def test_missing_metrics_file_means_no_metrics(tmp_path: Path, fake: str) -> Non
     )
     assert result.exit_code == 2
     assert "no metrics found" in result.reason and "nope.jsonl" in result.reason
+
+
+def test_each_replica_gets_its_own_metrics_path_and_the_card_says_file(
+    tmp_path: Path, fake: str
+) -> None:
+    seen: list[list[tuple[int, dict]]] = []
+    result = check_command(f"{fake} env_file 4", compare=["kl", "policy_loss"], replicas=2,
+                           out_dir=tmp_path,
+                           on_tick=lambda ps: seen.append([(p.steps, dict(p.latest)) for p in ps]))
+    card = result.card
+    # the live view tails the metrics file too (stdout has no metrics in this mode)
+    assert [steps for steps, _ in seen[-1]] == [4, 4]
+    assert all(latest.get("kl") == 0.25 for _, latest in seen[-1])
+    assert result.exit_code == 0, card
+    assert card["metrics_from"] == ["file", "file"]
+    for i, path in enumerate(card["metrics_files"]):
+        assert path == str((tmp_path / f"replica_{i}" / METRICS_FILE_NAME).absolute())
+    assert card["compared_steps"] == {"kl": 4, "policy_loss": 4}
+    assert card["max_abs_diff"] == {"kl": 0.0, "policy_loss": 0.0}
+
+
+def test_metrics_path_file_wins_and_stdout_adds_the_rest(tmp_path: Path, fake: str) -> None:
+    # kl is in both (file: 0.25 every step; stdout: 0.01 * step): the file's value is used;
+    # reward_mean is only on stdout and still compared
+    result = check_command(f"{fake} env_file_and_stdout 4", compare=["kl", "reward_mean"],
+                           replicas=2, out_dir=tmp_path, make_figure=False)
+    assert result.exit_code == 0, result.card
+    assert result.card["metrics_from"] == ["file+stdout", "file+stdout"]
+    assert result.card["compared_steps"] == {"kl": 4, "reward_mean": 4}
+    run = check_runs([tmp_path / "replica_0" / METRICS_FILE_NAME] * 2, compare=["kl"],
+                     out_dir=tmp_path / "again", make_figure=False)
+    assert run.card["compared_steps"] == {"kl": 4}
+
+
+@pytest.mark.xfail(strict=False, reason="long-format event streams (step, name, value, meta) "
+                   "read by rldk_engine.ingest: branch `ingest` (issue 19 item 2)")
+def test_a_metrics_file_in_the_original_event_format(tmp_path: Path, fake: str) -> None:
+    result = check_command(f"{fake} events 4", compare=["kl", "reward_mean"], replicas=2,
+                           out_dir=tmp_path, make_figure=False)
+    assert result.exit_code == 0, result.card
+    assert result.card["metrics_from"] == ["file", "file"]
+    assert result.card["compared_steps"] == {"kl": 4, "reward_mean": 4}
+
+
+def test_an_unreadable_metrics_file_falls_back_to_stdout_and_says_so(
+    tmp_path: Path, fake: str
+) -> None:
+    trainer = tmp_path / "garbled.py"
+    trainer.write_text(
+        "import json, os\n"
+        "open(os.environ['RLDK_METRICS_PATH'], 'w').write('\\x00\\x01 not metrics\\n')\n"
+        "for s in range(3): print(json.dumps({'step': s, 'kl': 0.1}))\n"
+    )
+    result = check_command(f"{PY} {shlex.quote(str(trainer))}", compare=["kl"], replicas=2,
+                           out_dir=tmp_path / "out", make_figure=False)
+    assert result.exit_code == 0, result.card
+    assert result.card["metrics_from"] == ["stdout", "stdout"]
+    assert all(path and path.endswith(METRICS_FILE_NAME) for path in result.card["metrics_files"])
+    assert all(error and METRICS_FILE_NAME in error for error in result.card["replica_errors"])
+
+
+def test_without_a_metrics_file_stdout_is_the_source(tmp_path: Path, fake: str) -> None:
+    result = check_command(f"{fake} plain 3", compare=["kl"], replicas=2, out_dir=tmp_path,
+                           make_figure=False)
+    assert result.card["metrics_from"] == ["stdout", "stdout"]
+    assert result.card["metrics_files"] == [None, None]
+
+
+def test_a_metrics_file_left_by_an_earlier_check_is_not_read(tmp_path: Path, fake: str) -> None:
+    stale = tmp_path / "replica_1" / METRICS_FILE_NAME
+    stale.parent.mkdir(parents=True)
+    stale.write_text('{"step": 0, "kl": 99.0}\n')
+    result = check_command(f"{fake} plain 3", compare=["kl"], replicas=2, out_dir=tmp_path,
+                           make_figure=False)
+    assert result.exit_code == 0 and result.card["metrics_from"] == ["stdout", "stdout"]
+
+
+def test_a_daemon_a_replica_leaves_behind_is_ended(tmp_path: Path) -> None:
+    # a background process that does not hold stdout outlives its replica: it would hold
+    # CPU/GPU while the next replicas run; the replica's process group ends it
+    trainer = tmp_path / "leaves_daemon.py"
+    trainer.write_text(
+        "import json, subprocess, sys\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],\n"
+        "                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        "print(f'pid {child.pid}', file=sys.stderr)\n"
+        "for s in range(3): print(json.dumps({'step': s, 'kl': 0.1}))\n"
+    )
+    result = check_command(f"{PY} {shlex.quote(str(trainer))}", compare=["kl"], replicas=2,
+                           out_dir=tmp_path / "out", make_figure=False)
+    assert result.exit_code == 0, result.card
+    pids = reported_pids(b"".join(
+        (tmp_path / "out" / f"replica_{i}" / "stderr.log").read_bytes() for i in range(2)))
+    assert_all_gone(pids, expected=2)
+
+
+def test_interrupting_the_check_stops_every_replica(tmp_path: Path) -> None:
+    trainer = tmp_path / "slow.py"
+    trainer.write_text(
+        "import json, os, sys, time\n"
+        "print(f'pid {os.getpid()}', file=sys.stderr, flush=True)\n"
+        "for s in range(600): print(json.dumps({'step': s, 'kl': 0.1}), flush=True); time.sleep(0.1)\n"
+    )
+    ticks = []
+
+    def interrupt(progress) -> None:
+        ticks.append(1)
+        if all(p.steps >= 2 for p in progress):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        check_command(f"{PY} {shlex.quote(str(trainer))}", compare=["kl"], replicas=3,
+                      out_dir=tmp_path / "out", on_tick=interrupt, make_figure=False)
+    pids = reported_pids(b"".join(
+        (tmp_path / "out" / f"replica_{i}" / "stderr.log").read_bytes() for i in range(3)))
+    assert_all_gone(pids, expected=3)
 
 
 # ---------------------------------------------------------------- usage errors
@@ -369,11 +504,11 @@ def test_live_progress_reports_latest_values_and_max_diff_so_far(tmp_path: Path)
 
 
 def test_live_diff_counts_a_step_only_once_every_replica_passed_it() -> None:
-    from rldk_engine.determinism import ReplicaProgress, _LiveDiff
+    from rldk_engine.determinism import LiveDiff, ReplicaProgress
     from rldk_engine.ingest.parse import Record
 
     progress = [ReplicaProgress(state="running") for _ in range(3)]
-    live = _LiveDiff(progress, ["objective/kl"])  # canonicalised: kl
+    live = LiveDiff(progress, ["objective/kl"])  # canonicalised: kl
     for i, p in enumerate(progress):
         p.observe(Record(0, {"kl": 0.1, "loss": float(i)}))
     live.update()

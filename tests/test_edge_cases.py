@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from rldk_engine.determinism import compare_metric, series_from_records
+from rldk_engine.determinism import compare_metric, run_from_records
 from rldk_engine.forensics.analyze import analyze_run
 from rldk_engine.ingest.parse import Record
 from rldk_engine.ingest.run import Run
@@ -102,8 +102,8 @@ def test_analyze_survives_an_all_zero_response_length():
 def test_odd_replica_diverging_to_inf_is_named():
     base = [Record(i, {"kl": 0.01 * i}) for i in range(10)]
     odd = base[:5] + [Record(i, {"kl": math.inf}) for i in range(5, 10)]
-    series = [series_from_records(r) for r in (base, base, base, odd)]
-    comparison = compare_metric("kl", series, [0, 1, 2, 3], atol=1e-6, rtol=0.0)
+    runs = [run_from_records(r) for r in (base, base, base, odd)]
+    comparison = compare_metric("kl", runs, [0, 1, 2, 3], atol=1e-6, rtol=0.0)
     assert comparison.n_mismatches == 5
     assert comparison.deviating_replicas == {3}
 
@@ -111,8 +111,8 @@ def test_odd_replica_diverging_to_inf_is_named():
 def test_odd_replica_diverging_to_nan_is_named():
     base = [Record(i, {"kl": 0.01 * i}) for i in range(10)]
     odd = base[:5] + [Record(i, {"kl": np.nan}) for i in range(5, 10)]
-    series = [series_from_records(r) for r in (base, base, odd)]
-    comparison = compare_metric("kl", series, [0, 1, 2], atol=1e-6, rtol=0.0)
+    runs = [run_from_records(r) for r in (base, base, odd)]
+    comparison = compare_metric("kl", runs, [0, 1, 2], atol=1e-6, rtol=0.0)
     assert comparison.deviating_replicas == {2}
 
 

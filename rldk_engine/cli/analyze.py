@@ -25,8 +25,10 @@ def analyze_command(
 
     err = Console(stderr=True, soft_wrap=True)
 
+    from rldk_engine.cli.text import print_error
+
     def usage(message: str) -> None:
-        err.print(f"rldk-engine analyze: {message}", markup=False)
+        print_error(err, f"rldk-engine analyze: {message}")
         raise typer.Exit(2)
 
     if preset not in PRESETS:
@@ -44,7 +46,7 @@ def analyze_command(
     if run.n_steps == 0:
         usage(f"{path}: no metric rows found")
     for message in run.errors[:5]:
-        err.print(message, markup=False)
+        print_error(err, message)
 
     from rldk_engine.forensics.analyze import ANALYSIS_JSON, write_analysis
 
@@ -53,7 +55,7 @@ def analyze_command(
     except OSError as exc:
         usage(f"{out}: cannot write analysis: {describe_os_error(exc)}")
     Console().print(analysis_table(analysis))
-    err.print(f"wrote {out}/{ANALYSIS_JSON}, metrics.csv, health_timeline.csv, summary.csv", markup=False)
+    print_error(err, f"wrote {out}/{ANALYSIS_JSON}, metrics.csv, health_timeline.csv, summary.csv")
 
 
 def _bar(value: float, width: int = 20) -> str:
@@ -69,10 +71,12 @@ def analysis_table(analysis: dict, title: str | None = None):
     """Rich table: one row per component with its health bar and weakest check."""
     from rich.table import Table
 
+    from rldk_engine.cli.text import plain
     from rldk_engine.forensics.analyze import COMPONENTS
 
     run = analysis["run"]
-    table = Table(title=title or f"rldk analyze: {run['run_id']} ({run['algorithm']}, {run['n_steps']} steps)")
+    table = Table(title=plain(
+        title or f"rldk analyze: {run['run_id']} ({run['algorithm']}, {run['n_steps']} steps)"))
     table.add_column("component")
     table.add_column("health", justify="right")
     table.add_column("", no_wrap=True)
@@ -85,8 +89,8 @@ def analysis_table(analysis: dict, title: str | None = None):
             continue
         h = sec["health"]
         weakest = min(sec["scores"].items(), key=lambda kv: kv[1], default=None)
-        check = f"{weakest[0]} {weakest[1]:.2f}" if weakest and weakest[1] < 1 else "-"
-        table.add_row(name, f"[{_style(h)}]{h:.2f}[/]", f"[{_style(h)}]{_bar(h)}[/]", check,
+        check = plain(f"{weakest[0]} {weakest[1]:.2f}" if weakest and weakest[1] < 1 else "-")
+        table.add_row(name, plain(f"{h:.2f}", _style(h)), plain(_bar(h), _style(h)), check,
                       str(len(sec["anomalies"])))
     cs = analysis["component_score"]
     table.add_section()

@@ -13,6 +13,8 @@ from typing import Annotated
 
 import typer
 
+from rldk_engine.cli.text import safe
+
 DEFAULT_OUTPUT_DIR = Path("rldk_reports")
 
 
@@ -130,19 +132,19 @@ def run_determinism_cli(
         else:
             raise DeterminismError("nothing to check: give --cmd \"...\" or --runs LOG LOG ...")
     except DeterminismError as exc:
-        print(f"rldk determinism: {exc}", file=sys.stderr)
+        print(f"rldk determinism: {safe(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("rldk determinism: interrupted; replicas stopped", file=sys.stderr)
         return 130
     line = summary_line(result)
-    print(line, file=sys.stderr if result.reason else sys.stdout)
-    for rec in result.card["recommendations"]:
-        print(f"  - {rec}")
+    print(safe(line), file=sys.stderr if result.reason else sys.stdout)
+    for rec in result.card["recommendations"]:  # may quote a replica's stderr
+        print(f"  - {safe(rec)}")
     if result.card_path is not None:
-        print(f"card: {result.card_path}")
+        print(f"card: {safe(result.card_path)}")
     if result.figure_path is not None:
-        print(f"figure: {result.figure_path}")
+        print(f"figure: {safe(result.figure_path)}")
     return result.exit_code
 
 

@@ -10,6 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from rldk_engine.cli.text import plain
+
 REPORTS = Path("rldk_reports")
 
 
@@ -33,7 +35,7 @@ def fixtures_command(
         raise typer.BadParameter("--keys must be trl or canonical")
     written = write_fixtures(out, grpo=grpo, seeds=seeds, n_steps=steps, keys=keys)
     kind = "GRPO" if grpo else "PPO"
-    _console().print(f"wrote {len(written)} {kind} runs ({steps} steps, {seeds} seeds) under {out}")
+    _console().print(plain(f"wrote {len(written)} {kind} runs ({steps} steps, {seeds} seeds) under {out}"))
 
 
 def doctor_command(
@@ -56,12 +58,12 @@ def run_doctor_cli(paths: list[str], out: Path, preset: str, jobs: int,
     from rldk_engine.forensics.doctor import run_doctor
 
     if preset not in ("auto", "ppo", "grpo"):
-        _console(stderr=True).print(f"error: --preset must be auto, ppo or grpo (got {preset!r})")
+        _console(stderr=True).print(plain(f"error: --preset must be auto, ppo or grpo (got {preset!r})"))
         return 2
     try:
         result = run_doctor(paths, out, preset, jobs, checkpoint_dirs=checkpoints)
     except (InputError, OSError, ValueError) as exc:
-        _console(stderr=True).print(f"error: {exc}")
+        _console(stderr=True).print(plain(f"error: {exc}"))
         return 2
     _print_doctor(result)
     return 0
@@ -81,31 +83,29 @@ def _print_doctor(result) -> None:
         anomalies = run.get("anomalies", [])
         serious = [a for a in anomalies if a["severity"] in ("warning", "critical")]
         health = run.get("health", {})
-        runs.add_row(run["run_id"], str(run.get("n_steps", "")), str(len(serious)),
+        runs.add_row(plain(run["run_id"]), str(run.get("n_steps", "")), str(len(serious)),
                      str(len(anomalies) - len(serious)),
                      _score(health.get('overall')), _score(health.get('stability')))
         for a in serious:
-            findings.add_row(run["run_id"], a["rule"], f"{a['start_step']}-{a['end_step']}",
-                             a["severity"], a["fix"])
+            findings.add_row(plain(run["run_id"]), plain(a["rule"]),
+                             f"{a['start_step']}-{a['end_step']}", a["severity"], plain(a["fix"]))
     env_table = Table(title="Environment (determinism)", show_lines=True)
     for column in ("severity", "finding", "fix"):
         env_table.add_column(column, overflow="fold")
     for f in result.card["findings"]:
-        env_table.add_row(f["severity"], f["finding"], f["fix"])
+        env_table.add_row(plain(f["severity"]), plain(f["finding"]), plain(f["fix"]))
     console.print(runs)
     if findings.row_count:
         console.print(findings)
     console.print(env_table)
     for err in result.report.get("errors", []):
-        console.print(f"[yellow]skipped[/]: {err}")
-    from rich.text import Text
-
+        console.print(plain("skipped", "yellow") + plain(f": {err}"))
     from rldk_engine.resume import plan_text
 
     for entry in result.plans:  # what to resume from, for the runs that went wrong
         if entry["resume"].get("first_bad_step") is not None:
-            console.print(Text(f"{entry['run_id']}: {plan_text(entry['resume'])}"))
-    console.print(Text(f"wrote {result.scan_path}, {result.card_path} and {result.plan_path}"))
+            console.print(plain(f"{entry['run_id']}: {plan_text(entry['resume'])}"))
+    console.print(plain(f"wrote {result.scan_path}, {result.card_path} and {result.plan_path}"))
 
 
 def matrix_command(
@@ -117,7 +117,7 @@ def matrix_command(
     from rldk_engine.devtools.quality import build_matrix, write_matrix
 
     csv_path, md_path = write_matrix(build_matrix(seeds, steps), out)
-    _console().print(f"wrote {csv_path} and {md_path}")
+    _console().print(plain(f"wrote {csv_path} and {md_path}"))
 
 
 def eval_detectors_command(
@@ -149,7 +149,7 @@ def eval_detectors_command(
     console.print(table)
     verdict = "[green]met[/]" if result["offline_meets_targets"] else "[red]not met[/]"
     console.print(f"offline targets (recall >= 0.95, precision >= 0.9, clean = 0): {verdict}")
-    console.print(f"wrote {md_path} and {json_path}")
+    console.print(plain(f"wrote {md_path} and {json_path}"))
 
 
 def _eval_real(root: Path, out: Path) -> None:

@@ -37,14 +37,14 @@ def inspect_command(
 def _inspect_runs(paths: list[str], fmt: str | None) -> None:
     from rich.console import Console
     from rich.table import Table
-    from rich.text import Text
 
+    from rldk_engine.cli.text import plain, print_error, safe
     from rldk_engine.ingest.readers import FORMATS, load_runs
 
     console = Console()
     err = Console(stderr=True, soft_wrap=True)
     if fmt is not None and fmt not in FORMATS:
-        err.print(f"rldk-engine: unknown format {fmt!r} (choose from {', '.join(FORMATS)})", markup=False)
+        print_error(err, f"rldk-engine: unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
         raise typer.Exit(2)
     runs, errors = load_runs(paths, fmt=fmt)
     table = Table(title="rldk inspect")
@@ -57,11 +57,11 @@ def _inspect_runs(paths: list[str], fmt: str | None) -> None:
     table.add_column("skipped", justify="right", no_wrap=True)
     for run in runs:
         table.add_row(
-            Text(_printable(run.run_id)),
-            run.format,
+            plain(run.run_id),
+            plain(run.format),
             str(run.n_steps),
             f"{int(run.steps[0])}..{int(run.steps[-1])}",
-            " ".join(run.canonical_metrics) or "-",
+            plain(" ".join(run.canonical_metrics) or "-"),
             str(len(run.unknown_keys)),
             str(run.n_skipped),
         )
@@ -69,12 +69,12 @@ def _inspect_runs(paths: list[str], fmt: str | None) -> None:
         console.print(table)
     for run in runs:
         if not run.canonical_metrics:
-            err.print(f"{_printable(run.source)}: no canonical metric recognised "
-                      f"(keys: {_printable(', '.join(run.unknown_keys[:8]))})", markup=False)
+            err.print(f"{safe(run.source)}: no canonical metric recognised "
+                      f"(keys: {safe(', '.join(run.unknown_keys[:8]))})", markup=False)
         for message in run.errors[:3]:
-            err.print(_printable(f"{run.source}: {message}"), markup=False)
+            print_error(err, f"{run.source}: {message}")
     for message in errors:
-        err.print(_printable(message), markup=False)
+        print_error(err, message)
     if not runs:
         raise typer.Exit(2)
 
@@ -85,6 +85,7 @@ def _inspect_lines(path: str | None, limit: int) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from rldk_engine.cli.text import safe
     from rldk_engine.ingest.metrics import is_canonical
     from rldk_engine.ingest.parse import LineParser
 
@@ -101,7 +102,7 @@ def _inspect_lines(path: str | None, limit: int) -> None:
             err.print(str(exc), markup=False)
             raise typer.Exit(2) from None
         except OSError as exc:
-            err.print(f"{_printable(path)}: {exc.strerror or exc}", markup=False)
+            err.print(f"{safe(path)}: {exc.strerror or exc}", markup=False)
             raise typer.Exit(2) from None
     else:
         source = sys.stdin.buffer  # type: ignore[assignment]
@@ -129,8 +130,8 @@ def _inspect_lines(path: str | None, limit: int) -> None:
                     str(number),
                     kind,
                     ",".join(str(r.step) for r in records) or "",
-                    Text(" ".join(k if is_canonical(k) else f"({_printable(k)})" for k in keys)),
-                    Text(_printable(line[:_SHOW_CHARS * 2])),
+                    Text(" ".join(k if is_canonical(k) else f"({safe(k)})" for k in keys)),
+                    Text(safe(line[:_SHOW_CHARS * 2])),
                 )
     last = parser.finish()
     if last is not None:
@@ -156,9 +157,3 @@ def _bounded_lines(source, cap: int = 1 << 20):
                 pass
         yield line
 
-
-def _printable(text: str) -> str:
-    """Control characters escaped so a hostile name cannot drive the terminal."""
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)

@@ -26,8 +26,10 @@ def scan_command(
 
     err = Console(stderr=True, soft_wrap=True)
 
+    from rldk_engine.cli.text import print_error
+
     def usage(message: str) -> None:
-        err.print(f"rldk-engine scan: {message}", markup=False)
+        print_error(err, f"rldk-engine scan: {message}")
         raise typer.Exit(2)
 
     from rldk_engine.forensics.backends import BACKENDS, PRESETS
@@ -54,7 +56,7 @@ def scan_command(
 
     if scored_runs(report):
         for message in report["errors"]:
-            err.print(message, markup=False)
+            print_error(err, message)
     else:  # nothing readable, or nothing with a metric to judge
         first = report["errors"][0] if report["errors"] else f"{paths[0]}: nothing readable"
         if out and report["runs"]:
@@ -89,6 +91,8 @@ def _run_scan(paths, preset, jobs, fmt, err, backend="process", ray_address=None
 def _summary_table(report: dict):
     from rich.table import Table
 
+    from rldk_engine.cli.text import plain
+
     table = Table(title="rldk scan")
     table.add_column("run", overflow="fold", min_width=12, ratio=2)
     table.add_column("format", no_wrap=True)
@@ -103,10 +107,10 @@ def _summary_table(report: dict):
             counts[a["severity"]] += 1
         serious = sorted({a["rule"] for a in run["anomalies"] if a["severity"] != "info"})
         h = run["health"]
-        table.add_row(run["run_id"], run["format"], str(run["n_steps"]),
+        table.add_row(plain(run["run_id"]), plain(run["format"]), str(run["n_steps"]),
                       "n/a" if h["overall"] is None else f"{h['overall']:.2f}",
                       str(counts["critical"]), str(counts["warning"]),
-                      str(counts["info"]), ", ".join(serious) or "-")
+                      str(counts["info"]), plain(", ".join(serious) or "-"))
     return table
 
 

@@ -1,7 +1,8 @@
 """`doctor`: the forensic scan plus the environment audit, each finding with its fix.
 
 Writes `<out>/ppo_scan.json` (the SPEC scan report, each anomaly given a `fix`),
-`<out>/determinism_card.json` (the environment audit and its findings) and the resume plan
+`<out>/determinism_card.json` (the environment audit and its findings, in the one card
+schema of `rldk_engine.determinism.card`) and the resume plan
 of every run (`<out>/resume_plan.json` and `.txt`, rldk_engine.resume: the last healthy
 step, the newest checkpoint at or before it, the fixes).
 """
@@ -10,16 +11,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
-from rldk_engine import __version__
-from rldk_engine.forensics.envaudit import determinism_card
 from rldk_engine.resume import SERIOUS, build_plan, write_plans
 from rldk_engine.rulebook import RULES, UNKNOWN_FIX
 
 SCAN_NAME = "ppo_scan.json"
-CARD_NAME = "determinism_card.json"
 
 # What an RL engineer does next when a rule fires: the registry's fixes, in one line.
 FIXES: dict[str, str] = {rule_id: "; ".join(info.fixes) for rule_id, info in RULES.items()}
@@ -36,10 +33,6 @@ class DoctorResult:
     plan_path: Path | None = None
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def with_fixes(report: dict) -> dict:
     """The scan report with a `fix` on every anomaly (a new dict, input untouched)."""
     runs = []
@@ -48,11 +41,6 @@ def with_fixes(report: dict) -> dict:
                      for a in run.get("anomalies", [])]
         runs.append({**run, "anomalies": anomalies})
     return {**report, "runs": runs}
-
-
-def build_card(env: dict | None = None) -> dict:
-    card = determinism_card(env)
-    return {"tool": "rldk", "version": __version__, "created": _now(), **card}
 
 
 def _steps_of(source: str) -> list[int]:
@@ -92,7 +80,10 @@ def run_doctor(paths: list[str], out_dir: Path = Path("rldk_reports"), preset: s
     if not report["runs"]:
         first = report["errors"][0] if report.get("errors") else f"{paths[0]}: no logs found"
         raise ValueError(f"nothing readable ({first})")
-    card = build_card()
+    from rldk_engine.determinism.card import CARD_NAME, build_card
+    from rldk_engine.forensics.envaudit import audit_environment
+
+    card = build_card(env=audit_environment())
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     scan_path, card_path = out_dir / SCAN_NAME, out_dir / CARD_NAME

@@ -139,15 +139,3 @@ def audit_findings(env: dict) -> list[dict]:
             "info", "export OMP_NUM_THREADS=<n> and MKL_NUM_THREADS=<n> (same n on every run)"))
     found.sort(key=lambda f: -SEVERITY_RANK[f["severity"]])
     return found
-
-
-def determinism_card(env: dict | None = None) -> dict:
-    """The doctor's determinism card: the audit plus its findings."""
-    env = audit_environment() if env is None else env
-    findings = audit_findings(env)
-    worst = max((SEVERITY_RANK[f["severity"]] for f in findings), default=0)
-    return {
-        "env": env,
-        "findings": findings,
-        "ok": worst < SEVERITY_RANK["warning"],
-    }
