@@ -24,16 +24,32 @@ from pathlib import Path
 
 import orjson
 
-RUN_FILE = "run.jsonl"
-ALERTS_FILE = "alerts.jsonl"
-LOG_FILE = "monitor.log"
-STATUS_FILE = "status.json"
-CONTROL_FILE = "control.jsonl"
-SUPERVISOR_LOG = "supervisor.log"
+# The run-directory protocol (file names, status, control commands) has one owner.
+from rldk_engine.ingest.tail import FileTail
+from rldk_engine.live.protocol import (
+    ACTIVE_STATES,
+    RUN_DIR_FILES,
+    SUPERVISOR_LOG,
+    auto_stop_command,
+    describe_state,
+    is_active,
+    read_status,
+    run_dir_problem,
+    send_control,
+    stop_command,
+)
+from rldk_engine.live.protocol import ALERTS_JSONL as ALERTS_FILE
+from rldk_engine.live.protocol import CONTROL_JSONL as CONTROL_FILE
+from rldk_engine.live.protocol import MONITOR_LOG as LOG_FILE
+from rldk_engine.live.protocol import RUN_JSONL as RUN_FILE
+from rldk_engine.live.protocol import STATUS_JSON as STATUS_FILE
+
+__all__ = ["ACTIVE_STATES", "RUN_DIR_FILES", "SUPERVISOR_LOG", "ALERTS_FILE", "CONTROL_FILE",
+           "LOG_FILE", "RUN_FILE", "STATUS_FILE", "describe_state", "is_active", "read_status",
+           "run_dir_problem", "send_control"]
 
 # Panes show these first (issue 7 order), then whatever else the run has.
 KEY_METRICS = ("kl", "reward_mean", "entropy", "grad_norm", "clip_frac", "response_len_mean")
-ACTIVE_STATES = frozenset({"starting", "running", "stopping"})
 READ_CHUNK = 1 << 16  # bytes per file per poll: bounds the work done between UI ticks
 
 
@@ -51,30 +67,18 @@ def to_float(value: object) -> float:
     return math.nan
 
 
-class LineTail:
-    """New complete lines of one growing file; a partial last line waits for its newline."""
+class LineTail(FileTail):
+    """New complete non-blank lines of one growing run-directory file (the shared
+    FileTail: size-capped, non-blocking, no symlinks, truncation and rotation handled)."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self._partial = b""
+        super().__init__(path, nofollow=True)
 
     def read_lines(self, max_bytes: int = READ_CHUNK) -> list[bytes]:
         try:
-            with open(self.path, "rb") as handle:
-                size = os.fstat(handle.fileno()).st_size
-                if size < self.offset:  # truncated or replaced: start again
-                    self.offset, self._partial = 0, b""
-                if size == self.offset:
-                    return []
-                handle.seek(self.offset)
-                data = handle.read(max_bytes)
-        except FileNotFoundError:
+            lines = super().read_lines(max_bytes)
+        except OSError:  # a FIFO or symlink planted in the run directory: nothing to show
             return []
-        self.offset += len(data)
-        data = self._partial + data
-        lines = data.split(b"\n")
-        self._partial = lines.pop()
         return [line for line in lines if line.strip()]
 
 
@@ -282,15 +286,6 @@ class LiveState:
             return snap
 
 
-def read_status(run_dir: Path) -> dict:
-    """status.json is written atomically by the monitor; absent or torn means 'not yet'."""
-    try:
-        data = orjson.loads((run_dir / STATUS_FILE).read_bytes())
-    except (FileNotFoundError, orjson.JSONDecodeError, OSError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 class RunDirTailer:
     """Polls one run directory and folds new data into a LiveState."""
 
@@ -327,20 +322,12 @@ class RunDirTailer:
                 self.state.set_status(status)
 
 
-def send_control(run_dir: Path, message: dict) -> None:
-    """Append one command for the monitor (it polls control.jsonl ~every 0.1 s)."""
-    line = orjson.dumps(message) + b"\n"
-    with open(Path(run_dir) / CONTROL_FILE, "ab") as handle:
-        handle.write(line)
-        handle.flush()
-
-
 def request_stop(run_dir: Path) -> None:
-    send_control(run_dir, {"action": "stop", "by": "rldk-tui"})
+    send_control(run_dir, stop_command("rldk-tui"))
 
 
 def set_auto_stop(run_dir: Path, enabled: bool) -> None:
-    send_control(run_dir, {"action": "auto_stop", "enabled": bool(enabled)})
+    send_control(run_dir, auto_stop_command(enabled))
 
 
 def default_run_dir(root: Path | None = None) -> Path:
@@ -381,46 +368,6 @@ def launch_monitor(
             env=env,
             close_fds=True,
         )
-
-
-def describe_state(status: dict) -> str:
-    """The header's plain-words state line."""
-    state = status.get("state") or "waiting for monitor"
-    reason = status.get("stop_reason")
-    if state in ("stopped", "stopping") and reason == "guardrail":
-        rule = status.get("stop_rule") or "?"
-        step = status.get("stop_step")
-        verb = "stopping" if state == "stopping" else "stopped"
-        return f"{verb} by guardrail ({rule}, step {step})"
-    if state in ("stopped", "stopping") and reason == "user":
-        return "stopping (requested by user)" if state == "stopping" else "stopped by user"
-    if state in ("stopped", "stopping") and reason == "signal":
-        return f"{state} by signal"
-    if state == "exited":
-        return f"exited with code {status.get('exit_code')}"
-    if state == "failed":
-        errors = status.get("errors") or []
-        return "failed" + (f": {errors[-1]}" if errors else "")
-    return str(state)
-
-
-def is_active(status: dict) -> bool:
-    return status.get("state") in ACTIVE_STATES
-
-
-RUN_DIR_FILES = (STATUS_FILE, RUN_FILE, ALERTS_FILE, LOG_FILE)
-
-
-def run_dir_problem(path: Path) -> str | None:
-    """Why `path` cannot be watched (one line), or None when it looks like a run dir."""
-    if not path.exists():
-        return f"{path}: not a run directory (no such folder)"
-    if not path.is_dir():
-        return f"{path}: not a run directory (a file, not a folder)"
-    if not any((path / name).exists() for name in RUN_DIR_FILES):
-        return (f"{path}: not a run directory (no {STATUS_FILE} or {RUN_FILE}; "
-                "start one with rldk-engine monitor --run-dir)")
-    return None
 
 
 def pid_alive(pid: object) -> bool | None:

@@ -225,16 +225,37 @@ def assert_trainer_finished(proc, n_expected_exit: int = 7) -> None:
     assert_no_orphans(proc.stdout, 1)
 
 
-def test_disk_full_on_run_jsonl_keeps_the_trainer_running(tmp_path):
+def test_disk_full_on_run_jsonl_keeps_every_whole_line_that_fits(tmp_path):
+    """ENOSPC on every write (an ArtifactFile on /dev/full): reported once, nothing torn."""
+    from rldk_engine.live.protocol import ArtifactFile
+
+    messages: list[str] = []
+    art = ArtifactFile(tmp_path / "run.jsonl", messages.append)
+    assert art.fh is not None
+    art.fh.close()
+    art.fh = open("/dev/full", "ab", buffering=0)  # every write fails with ENOSPC
+    for step in range(200):
+        art.add(b'{"step": %d}\n' % step)
+        art.flush()
+    art.close()
+    assert len(messages) == 1 and "run.jsonl" in messages[0] and "No space left" in messages[0]
+    assert art.size == 0
+
+
+def test_symlinked_run_jsonl_is_refused_and_the_trainer_keeps_running(tmp_path):
+    """Issue 16 item 4: a symlink planted at an artifact path is never written through."""
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / "run.jsonl").symlink_to("/dev/full")  # every write fails with ENOSPC
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious\n")
+    (run_dir / "run.jsonl").symlink_to(victim)
     proc, _ = monitor(tmp_path, child(TRAINER_TO_THE_END.format(n=200)))
     assert_trainer_finished(proc)
     stderr = proc.stderr.decode()
-    assert stderr.count("run.jsonl") >= 1 and "No space left on device" in stderr
+    assert "run.jsonl" in stderr and "symlink" in stderr
+    assert victim.read_bytes() == b"precious\n"
     errors = status(run_dir)["errors"]
-    assert any("run.jsonl" in e and "No space left" in e for e in errors)
+    assert any("run.jsonl" in e and "symlink" in e for e in errors)
     assert status(run_dir)["steps"] == 200  # the rules still saw every step
 
 

@@ -30,7 +30,8 @@ def monitor_command(
     otherwise the trainer's own exit code (128+N when killed by signal N); with --follow or
     stdin, 0 when the input ends or a user stops watching; 2 for bad usage.
     """
-    from rldk_engine.live.monitor import MonitorConfig, run_monitor
+    from rldk_engine.ingest.tail import NotARegularFile, check_regular
+    from rldk_engine.live.monitor import MonitorConfig, RunDirLocked, run_monitor
     from rldk_engine.live.rules import RulesError, load_rules, preset_rules, with_stall_seconds
 
     args = list(ctx.args)
@@ -48,6 +49,11 @@ def monitor_command(
     except RulesError as exc:
         _usage(str(exc))
     rule_list = with_stall_seconds(rule_list, stall_seconds)
+    if follow is not None:
+        try:
+            check_regular(follow)  # a FIFO or device would block the reader forever
+        except NotARegularFile as exc:
+            _usage(f"cannot follow {exc}")
     if run_dir is None:
         run_dir = Path("rldk_runs") / time.strftime("%Y%m%d-%H%M%S")
     config = MonitorConfig(
@@ -55,7 +61,10 @@ def monitor_command(
         follow=follow, stdin=use_stdin, preset=None if rules is not None else preset,
         auto_stop=not no_auto_stop, quiet=quiet, grace_int=grace_int, grace_term=grace_term,
         shell=shell)
-    res = run_monitor(config)
+    try:
+        res = run_monitor(config)
+    except RunDirLocked as exc:
+        _usage(str(exc))
     raise typer.Exit(res.exit_code)
 
 

@@ -29,13 +29,8 @@ except ImportError as exc:  # the extra is optional; say which one to install
 import orjson
 
 from rldk_engine.ingest.parse import canonical_metrics
-from rldk_engine.live.monitor import (
-    STATUS_MIN_INTERVAL,
-    ArtifactFile,
-    ControlChannel,
-    canonical_row,
-    write_atomic,
-)
+from rldk_engine.live import protocol
+from rldk_engine.live.protocol import ControlChannel, RunDirLocked, canonical_row, parse_flag
 from rldk_engine.live.rules import Alert, Guard, Rule
 
 logger = logging.getLogger("rldk")
@@ -45,17 +40,14 @@ _SUMMARY_KEYS = ("train_runtime", "total_flos")
 
 
 class RunDirWriter:
-    """The monitor's run-directory files, written from inside the training process."""
+    """The monitor's run-directory files (run.jsonl, alerts.jsonl, status.json), written
+    from inside the training process through the shared protocol writer (lock, whole
+    lines, no symlinks, atomic status). Raises RunDirLocked when a monitor holds the dir."""
 
     def __init__(self, run_dir: Path, preset: str | None):
         self.run_dir = run_dir
         self.errors: list[str] = []
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            self.report(f"cannot create run dir {run_dir}: {exc.strerror or exc}")
-        self.run_file = ArtifactFile(run_dir / "run.jsonl", self.report)
-        self.alerts_file = ArtifactFile(run_dir / "alerts.jsonl", self.report)
+        self.files = protocol.RunDirWriter(run_dir, self.report, log=False)
         self.status: dict[str, Any] = {
             "monitor_pid": os.getpid(), "child_pid": os.getpid(), "pgid": None,
             "cmd": list(sys.argv), "run_dir": str(run_dir), "preset": preset,
@@ -63,7 +55,6 @@ class RunDirWriter:
             "stop_reason": None, "stop_rule": None, "stop_step": None, "exit_code": None,
             "auto_stop": True, "steps": 0, "last_step": None, "lines": 0, "errors": self.errors,
         }
-        self._status_written = 0.0
         self.write_status(force=True)
 
     def report(self, message: str) -> None:
@@ -73,32 +64,27 @@ class RunDirWriter:
             logger.warning("rldk: %s", message)
 
     def row(self, step: int, metrics: dict[str, float]) -> None:
-        self.run_file.write(canonical_row(step, time.time(), metrics))
+        self.files.run_file.write(canonical_row(step, time.time(), metrics))
         self.status["steps"] += 1
         self.status["lines"] += 1
         self.status["last_step"] = step
         self.write_status()
 
     def alert(self, alert: Alert) -> None:
-        self.alerts_file.write(orjson.dumps(alert.to_dict()) + b"\n")
+        self.files.alerts_file.write(orjson.dumps(alert.to_dict()) + b"\n")
 
     def write_status(self, force: bool = False, **changes: Any) -> None:
         self.status.update(changes)
-        now = time.monotonic()
-        if not force and now - self._status_written < STATUS_MIN_INTERVAL:
+        if not force and not self.files.status.due():
             return
-        self._status_written = now
         self.status["updated"] = time.time()
-        try:
-            write_atomic(self.run_dir / "status.json", orjson.dumps(self.status, option=orjson.OPT_INDENT_2))
-        except OSError as exc:
-            self.report(f"cannot write {self.run_dir / 'status.json'}: {exc.strerror or exc}")
+        self.files.status.write(self.status)
 
     def close(self, stopped: bool) -> None:
+        self.files.close_files()
         self.write_status(force=True, state="stopped" if stopped else "exited",
-                          exit_code=3 if stopped else 0)
-        self.run_file.close()
-        self.alerts_file.close()
+                          exit_code=protocol.EXIT_STOPPED if stopped else 0)
+        self.files.close()
 
 
 class RLDKCallback(TrainerCallback):
@@ -137,12 +123,15 @@ class RLDKCallback(TrainerCallback):
             self.run_dir = Path(args.output_dir) / "rldk"
         # every rank sees the same logs and decides the same; one rank writes the files
         if state.is_world_process_zero and self.writer is None:
-            self.writer = RunDirWriter(self.run_dir, self.preset)
-            self.writer.status["auto_stop"] = self.auto_stop
+            try:
+                self.writer = RunDirWriter(self.run_dir, self.preset)
+                self.writer.status["auto_stop"] = self.auto_stop
+            except RunDirLocked as exc:  # guard anyway; the files belong to the other writer
+                logger.warning("rldk: %s", exc)
         # every rank reads the same control file, so a stop from `rldk-tui watch` (key k,
         # the auto-stop switch) reaches all ranks at the same step
         if self.control is None:
-            self.control = ControlChannel(self.run_dir / "control.jsonl",
+            self.control = ControlChannel(self.run_dir / protocol.CONTROL_JSONL,
                                           lambda message: logger.warning("rldk: %s", message))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -195,7 +184,7 @@ class RLDKCallback(TrainerCallback):
             if self.writer is not None:
                 self.writer.write_status(force=True, state="stopping", stop_reason="user", stop_step=step)
         elif action == "auto_stop":
-            self.auto_stop = bool(cmd.get("enabled", True))
+            self.auto_stop = parse_flag(cmd.get("enabled", True))
             logger.warning("rldk: auto-stop %s", "on" if self.auto_stop else "off")
             if self.writer is not None:
                 self.writer.write_status(force=True, auto_stop=self.auto_stop)

@@ -1,41 +1,60 @@
-"""The live monitor: run a trainer (or tail a log, or read stdin), parse every line,
-apply guardrail rules, write the run directory, and stop the process group on a stop rule.
+"""The live monitor loop: run a trainer (or tail a log, or read stdin), parse every line,
+apply guardrail rules, write the run directory, and stop the trainer's tree on a stop rule.
 
-Threads: one reader per child stream (bytes, line by line, passed through to the
-terminal at once), the main loop (parse, rules, artifacts, control.jsonl polling, stall
-ticks, status.json) and, when stopping, one stopper thread that escalates
-SIGINT -> SIGTERM -> SIGKILL on the whole process group.
+What it delegates (one owner each):
+* rldk_engine.live.protocol    the run directory: file names, whole-line artifact files,
+                               status.json, the control channel, the lock;
+* rldk_engine.live.process     the trainer's process tree: spawn in a new session, find
+                               escaped descendants, escalate signals, leftovers, watchdog;
+* rldk_engine.ingest.tail      follow mode's incremental, size-capped, non-blocking reads.
+
+Threads: one reader per child stream (bytes, line by line, passed through to the terminal
+at once), the main loop (parse, rules, artifacts, control polling, stall ticks, status) and,
+when stopping, one stopper thread that runs the process group's escalation.
+
+Hooks (kept in one place each): every stop goes through `Monitor.request_stop`; the
+escalation itself is `Monitor.stop_trainer`; status.json is built by `Monitor.status` (plus
+`Monitor.status_extra`) and written only by `Monitor.write_status`.
 
 Artifact failures (ENOSPC, unwritable dir) are reported once per file on stderr and in
 status.json "errors"; they never stop the trainer.
 
-Hot path: standard library, orjson, PyYAML and rldk_engine.ingest.parse/rules only.
+Hot path: standard library, orjson, PyYAML, rldk_engine.ingest and rldk_engine.live only.
 """
 
 from __future__ import annotations
 
-import errno
-import math
 import os
 import queue
 import shlex
 import signal
-import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from rldk_engine.ingest.parse import LineParser
 from rldk_engine.ingest.ranks import RankMerger
-from rldk_engine.live.rules import Alert, Rule, RuleEngine, json_number
+from rldk_engine.ingest.tail import MAX_LINE, FileTail
+from rldk_engine.live.process import ProcessGroup, Watchdog, exit_code_of
+from rldk_engine.live.protocol import (
+    CONTROL_JSONL,
+    EXIT_STOPPED,
+    RunDirLocked,
+    RunDirWriter,
+    canonical_row,
+    parse_flag,
+)
+from rldk_engine.live.rules import Alert, Rule, RuleEngine
 
-EXIT_STOPPED = 3
-MAX_LINE = 16 * 1024 * 1024  # a longer "line" is split, never held whole in memory
-DEFAULT_GRACE_INT = 0.5  # seconds after SIGINT before SIGTERM
+__all__ = ["EXIT_STOPPED", "Monitor", "MonitorConfig", "MonitorResult", "RunDirLocked",
+           "run_monitor", "summary_text", "silence_notice"]
+
+DEFAULT_GRACE_INT = 0.5  # seconds after the first stop signal (SIGINT) before SIGTERM
 DEFAULT_GRACE_TERM = 0.5  # seconds after SIGTERM before SIGKILL
 DRAIN_AFTER_EXIT = 0.5  # seconds of silence after exit before we stop reading pipes a grandchild still holds
 DRAIN_MAX = 10.0  # ... and never longer than this after the trainer exited
@@ -43,8 +62,13 @@ BATCH_LINES = 256  # lines handled between two flushes of the artifacts, at most
 QUEUE_LINES = 4096  # reader -> main loop backlog; bounded so a fast writer waits instead of growing memory
 KEEP_ALERTS = 1000  # alerts kept in memory for the summary; all of them are in alerts.jsonl
 CONTROL_POLL = 0.1
-STATUS_MIN_INTERVAL = 0.5
+TREE_POLL = 0.25  # seconds between two walks of the trainer's process tree
+FOLLOW_POLL = 0.05
 KEY_METRICS = ("kl", "approx_kl", "reward_mean", "entropy", "clip_frac", "grad_norm")
+SILENCE_LINES = 200  # lines read without one metric before the monitor says so
+SILENCE_SECONDS = 120.0  # ... or seconds since the first line
+SAMPLE_CHARS = 120
+WATCHDOG_GRACE = 1.0  # seconds between SIGTERM and SIGKILL when the watchdog acts
 
 
 @dataclass
@@ -57,10 +81,12 @@ class MonitorConfig:
     preset: str | None = None
     auto_stop: bool = True
     quiet: bool = False
-    grace_int: float = DEFAULT_GRACE_INT
+    grace_int: float = DEFAULT_GRACE_INT  # grace after the first stop signal
     grace_term: float = DEFAULT_GRACE_TERM
     shell: bool = False
     passthrough: bool = True
+    stop_signal: int = signal.SIGINT  # the first signal of a stop (a trainer's checkpoint signal)
+    watchdog: bool = True  # a helper process stops the trainer if the monitor is SIGKILLed
 
 
 @dataclass
@@ -77,199 +103,23 @@ class MonitorResult:
     run_dir: Path
     errors: list[str]
     n_fired: int = 0  # every fired alert; `alerts` keeps only the first KEEP_ALERTS
+    notice: str | None = None
 
 
-# ----------------------------------------------------------------------------- artifacts
+def escape_sample(text: str, limit: int = SAMPLE_CHARS) -> str:
+    """A trainer line as safe one-line text: control characters escaped, cut at `limit`."""
+    out = []
+    for ch in text[:limit]:
+        out.append(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii"))
+    cut = "".join(out)
+    return cut + ("…" if len(text) > limit else "")
 
 
-class ArtifactFile:
-    """An append-only file flushed per line; the first failure is reported, then it is
-    retried silently (a disk that fills up may free again). A row cut short by a full
-    disk is cut off again, so the file only ever holds whole lines."""
-
-    def __init__(self, path: Path, report):
-        self.path = path
-        self.report = report
-        self.failed = False
-        self.fh = None
-        self.pending: list[bytes] = []
-        self.size = 0  # bytes of whole lines written so far
-        try:
-            self.fh = open(path, "ab", buffering=0)
-            self.size = os.fstat(self.fh.fileno()).st_size
-        except OSError as exc:
-            self._fail(exc)
-
-    def _fail(self, exc: OSError) -> None:
-        if not self.failed:
-            self.failed = True
-            self.report(f"cannot write {self.path}: {exc.strerror or exc}")
-
-    def add(self, data: bytes) -> None:
-        """Queue a line for the next `flush()`: the monitor flushes after each batch of
-        lines it drains from its input, so a flood costs one write per batch, not per line."""
-        self.pending.append(data)
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        lines, self.pending = self.pending, []
-        if self.write(b"".join(lines)) or len(lines) == 1:
-            return
-        for line in lines:  # the batch did not fit: keep as many whole lines, in order, as fit
-            if not self.write(line):
-                break
-
-    def write(self, data: bytes) -> bool:
-        """Append whole lines; False (the file unchanged) when they could not be written."""
-        if self.fh is None:
-            return False
-        try:
-            written = self.fh.write(data)
-            if written is not None and written < len(data):  # short write: the disk is full
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            self.size += len(data)
-            return True
-        except OSError as exc:
-            self._fail(exc)
-            try:
-                os.ftruncate(self.fh.fileno(), self.size)
-            except OSError:
-                pass
-            return False
-
-    def close(self) -> None:
-        self.flush()
-        if self.fh is not None:
-            try:
-                self.fh.close()
-            except OSError:
-                pass
-
-
-class ControlChannel:
-    """The run directory's `control.jsonl`: clients append one JSON command per line, the
-    supervisor (the monitor, or an in-process callback) reads what is new. Commands written
-    before the supervisor started are stale and never acted on."""
-
-    def __init__(self, path: Path, report):
-        self.path = path
-        self.report = report
-        try:
-            self.pos = path.stat().st_size
-        except OSError:
-            self.pos = 0
-
-    def poll(self) -> list[dict]:
-        try:
-            with open(self.path, "rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
-                if size < self.pos:
-                    self.pos = 0  # the client rewrote the file
-                if size == self.pos:
-                    return []
-                fh.seek(self.pos)
-                data = fh.read()
-        except OSError:
-            return []
-        complete, _, _ = data.rpartition(b"\n")
-        if not complete and not data.endswith(b"\n"):
-            return []  # wait for the client to finish its line
-        self.pos += len(complete) + 1
-        commands = []
-        for raw in complete.split(b"\n"):
-            if not raw.strip():
-                continue
-            try:
-                cmd = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                self.report(f"{self.path}: ignored a line that is not JSON")
-                continue
-            if isinstance(cmd, dict):
-                commands.append(cmd)
-        return commands
-
-
-def _flag(value: object) -> bool:
-    """A control flag; a hand-written "false" / "off" / "0" string means off, not on."""
-    if isinstance(value, str):
-        return value.strip().lower() not in ("false", "off", "no", "0", "")
-    return bool(value)
-
-
-def canonical_row(step: int, now: float, metrics: dict[str, float]) -> bytes:
-    row: dict[str, object] = {"step": step, "time": round(now, 3)}
-    if all(map(math.isfinite, metrics.values())):  # the usual row: no conversion needed
-        row.update(metrics)
-    else:  # orjson would write NaN as null; SPEC keeps "NaN"/"Infinity" as data
-        for k, v in metrics.items():
-            row[k] = json_number(v)
-    return orjson.dumps(row) + b"\n"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except OSError:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-
-
-def write_in_place(path: Path, data: bytes) -> None:
-    """Fallback when the directory refuses new files (read-only dir, full disk): rewrite
-    the existing file. Padded with spaces to its old size when it fits, so a full disk
-    never has to find a new block mid-write and tear the JSON."""
-    with open(path, "r+b", buffering=0) as fh:
-        size = os.fstat(fh.fileno()).st_size
-        fh.write(data.ljust(size, b" ") if len(data) <= size else data)
-
-
-# ----------------------------------------------------------------------------- process group
-
-
-def group_alive(pgid: int) -> bool:
-    """True while any non-zombie process is in the group (zombies cannot run; in a
-    container without a reaping init they may linger forever)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return True
-    for entry in os.scandir(proc):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        rest = stat[stat.rfind(b")") + 2:].split()
-        if len(rest) > 2 and int(rest[2]) == pgid and rest[0] != b"Z":
-            return True
-    return False
-
-
-def signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def exit_code_of(returncode: int | None) -> int:
-    if returncode is None:
-        return 1
-    return 128 - returncode if returncode < 0 else returncode
+def silence_notice(lines: int, sample: str | None) -> str:
+    """The one-line "I read N lines and recognised no metric" (issue 14)."""
+    shown = escape_sample(sample) if sample else "(only empty lines)"
+    return (f"no metrics recognised yet — {lines} lines read; sample: {shown}; "
+            "see `rldk-engine inspect --stdin`")
 
 
 # ----------------------------------------------------------------------------- line sources
@@ -298,27 +148,20 @@ def _pump(stream, name: str, q: queue.Queue, echo) -> None:
         q.put((name, _EOF))
 
 
-def _follow(path: Path, q: queue.Queue, stop: threading.Event, echo) -> None:
-    """Tail a growing file from its start; reopen on rotation, rewind on truncation."""
-    fh = None
-    ino = None
-    pending = b""
-    while not stop.is_set():
-        if fh is None:
+def _follow(path: Path, q: queue.Queue, stop: threading.Event, echo, report) -> None:
+    """Tail a growing file from its start (FileTail: truncation, rotation, size-capped
+    non-blocking reads); a special file at the path ends following with a message."""
+    tail = FileTail(path)
+    try:
+        while not stop.is_set():
             try:
-                fh = open(path, "rb")
-                ino = os.fstat(fh.fileno()).st_ino
-                pending = b""
-            except OSError:
-                stop.wait(0.1)
+                lines = tail.read_lines()
+            except OSError as exc:
+                report(f"cannot follow {exc}")
+                break
+            if not lines:
+                stop.wait(FOLLOW_POLL)
                 continue
-        chunk = fh.read(1 << 16)
-        if chunk:
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            if len(pending) >= MAX_LINE:  # a newline-free flood is split, as in _pump
-                lines.append(pending)
-                pending = b""
             for line in lines:
                 line += b"\n"
                 if echo is not None:
@@ -328,25 +171,9 @@ def _follow(path: Path, q: queue.Queue, stop: threading.Event, echo) -> None:
                     except (OSError, ValueError):
                         echo = None
                 q.put(("follow", line))
-            continue
-        try:
-            st = os.stat(path)
-        except OSError:
-            st = None
-        pos = fh.tell()
-        if st is not None and st.st_ino == ino and st.st_size < pos:
-            fh.seek(0)  # truncated (copytruncate or `> file`)
-            pending = b""
-        elif st is not None and st.st_ino != ino:
-            fh.close()  # rotated: the old file is drained above, now take the new one
-            fh = None
-            if pending:  # its unterminated last line is complete: nobody writes there now
-                q.put(("follow", pending + b"\n"))
-            continue
-        stop.wait(0.05)
-    if fh is not None:
-        fh.close()
-    q.put(("follow", _EOF))
+    finally:
+        tail.close()
+        q.put(("follow", _EOF))
 
 
 # ----------------------------------------------------------------------------- the monitor
@@ -369,17 +196,32 @@ class Monitor:
         self.stop_rule: str | None = None
         self.stop_step: int | None = None
         self.exit_code: int | None = None
-        self.proc: subprocess.Popen | None = None
-        self.pgid: int | None = None
+        self.group: ProcessGroup | None = None
+        self.watchdog: Watchdog | None = None
         self.started = time.time()
-        self._status_written = 0.0
+        self.notice: str | None = None
+        self.status_extra: dict[str, Any] = {}  # keys other features add to status.json
+        self._sample: str | None = None
+        self._first_line_at: float | None = None
+        self._silence_said = False
         self._status_dirty = True
         self._stopper: threading.Thread | None = None
         self._stop_requested = threading.Event()
         self._signals = 0
         self.out = sys.stdout.buffer if config.passthrough else None
         self.err = sys.stderr.buffer if config.passthrough else None
-        self._setup_run_dir()
+        # raises RunDirLocked when another monitor writes this run directory
+        self.rundir = RunDirWriter(config.run_dir, self.report)
+        self.control = self.rundir.control
+        self.control_path = config.run_dir / CONTROL_JSONL
+
+    @property
+    def proc(self):
+        return self.group.proc if self.group is not None else None
+
+    @property
+    def pgid(self) -> int | None:
+        return self.group.pgid if self.group is not None else None
 
     # -- reporting
 
@@ -400,25 +242,12 @@ class Monitor:
             except (OSError, ValueError):
                 pass
 
-    def _setup_run_dir(self) -> None:
-        d = self.cfg.run_dir
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            self.report(f"cannot create run dir {d}: {exc.strerror or exc}")
-        self.run_file = ArtifactFile(d / "run.jsonl", self.report)
-        self.alerts_file = ArtifactFile(d / "alerts.jsonl", self.report)
-        self.log_file = ArtifactFile(d / "monitor.log", self.report)
-        self.control_path = d / "control.jsonl"
-        self.control = ControlChannel(self.control_path, self.report)
-        self.status_path = d / "status.json"
-
     # -- status / control
 
     def status(self) -> dict:
-        return {
+        status = {
             "monitor_pid": os.getpid(),
-            "child_pid": self.proc.pid if self.proc else None,
+            "child_pid": self.group.pid if self.group else None,
             "pgid": self.pgid,
             "cmd": list(self.cfg.cmd),
             "run_dir": str(self.cfg.run_dir),
@@ -436,23 +265,17 @@ class Monitor:
             "lines": self.parser.n_lines,
             "errors": list(self.errors),
         }
+        if self.notice is not None:
+            status["notice"] = self.notice
+        status.update(self.status_extra)
+        return status
 
     def write_status(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and (not self._status_dirty or now - self._status_written < STATUS_MIN_INTERVAL):
+        """THE place status.json is written (rate-limited unless forced)."""
+        if not force and (not self._status_dirty or not self.rundir.status.due()):
             return
-        self._status_written = now
         self._status_dirty = False
-        data = orjson.dumps(self.status(), option=orjson.OPT_INDENT_2)
-        try:
-            write_atomic(self.status_path, data)
-        except OSError as exc:
-            if "status.json" not in " ".join(self.errors):
-                self.report(f"cannot write {self.status_path}: {exc.strerror or exc}")
-            try:
-                write_in_place(self.status_path, orjson.dumps(self.status()) + b"\n")
-            except OSError:
-                pass
+        self.rundir.status.write(self.status())
 
     def set_state(self, state: str) -> None:
         self.state = state
@@ -465,7 +288,7 @@ class Monitor:
                 self.say(f"stop requested by {cmd.get('by', 'a client')}")
                 self.request_stop("user", None, None)
             elif action == "auto_stop":
-                self.auto_stop = _flag(cmd.get("enabled", True))
+                self.auto_stop = parse_flag(cmd.get("enabled", True))
                 self._status_dirty = True
                 self.say(f"auto-stop {'on' if self.auto_stop else 'off'}")
             else:
@@ -474,32 +297,59 @@ class Monitor:
     # -- lines and rules
 
     def flush_artifacts(self) -> None:
-        self.log_file.flush()
-        self.run_file.flush()
+        self.rundir.flush()
 
     def handle_line(self, line: bytes) -> None:
-        self.log_file.add(line if line.endswith(b"\n") else line + b"\n")
+        self.rundir.log_file.add(line if line.endswith(b"\n") else line + b"\n")
         text = line.decode("utf-8", errors="replace").rstrip("\r\n")
         record = self.parser.feed(text)
-        if record is None or (record := self.merger.merge(record)) is None:
+        if record is None:
+            if self.steps == 0:
+                self._watch_silence(text)
+            return
+        if (record := self.merger.merge(record)) is None:
             return
         now = time.time()
         self.steps += 1
+        if self.notice is not None and self._silence_said:
+            self.notice = None  # metrics arrived: the notice no longer applies
         self._status_dirty = True
         metrics = record.metrics
-        self.run_file.add(canonical_row(record.step, now, metrics))
+        self.rundir.run_file.add(canonical_row(record.step, now, metrics))
         for k in KEY_METRICS:
             v = metrics.get(k)
             if v is not None and v == v and (k not in self.peaks or v > self.peaks[k]):
                 self.peaks[k] = v
         self.handle_alerts(self.engine.observe(record.step, metrics, now))
 
+    def _watch_silence(self, text: str) -> None:
+        if self._sample is None and text.strip():
+            self._sample = text.strip()
+        if self._first_line_at is None:
+            self._first_line_at = time.monotonic()
+        self.check_silence()
+
+    def check_silence(self) -> None:
+        """Say ONCE (stderr, monitor.log, status.json "notice") that lines arrive but no
+        metric was recognised: a guardrail that sees nothing must not look like one that
+        sees a healthy run."""
+        if self._silence_said or self.steps or self._first_line_at is None:
+            return
+        lines = self.parser.n_lines
+        if lines < SILENCE_LINES and time.monotonic() - self._first_line_at < SILENCE_SECONDS:
+            return
+        self._silence_said = True
+        self.notice = silence_notice(lines, self._sample)
+        self._status_dirty = True
+        self.say(self.notice)  # --quiet silences stderr only; status.json and monitor.log keep it
+        self.rundir.log_file.add(f"rldk: {self.notice}\n".encode("utf-8", "replace"))
+
     def handle_alerts(self, alerts: list[Alert]) -> None:
         for alert in alerts:
             if len(self.alerts) < KEEP_ALERTS:
                 self.alerts.append(alert)
             self.n_fired += alert.event == "fire"
-            self.alerts_file.write(orjson.dumps(alert.to_dict()) + b"\n")
+            self.rundir.alerts_file.write(orjson.dumps(alert.to_dict()) + b"\n")
             if alert.event == "fire":
                 stop = alert.action == "stop" and self.auto_stop
                 suffix = " -> stopping the run" if stop else (
@@ -513,50 +363,43 @@ class Monitor:
     # -- stopping
 
     def request_stop(self, reason: str, rule: str | None, step: int | None) -> None:
+        """THE place every stop goes through (guardrail, user, SIGTERM/SIGHUP to the monitor)."""
         if self._stop_requested.is_set():
             return
         self._stop_requested.set()
         self.stop_reason, self.stop_rule, self.stop_step = reason, rule, step
-        if self.pgid is None:  # follow/stdin: nothing to kill, the loop just ends
-            self.set_state("stopping")
-            return
         self.set_state("stopping")
-        self._stopper = threading.Thread(target=self._escalate, name="rldk-stopper", daemon=True)
+        if self.group is None:  # follow/stdin: nothing to kill, the loop just ends
+            return
+        self._stopper = threading.Thread(target=self.stop_trainer, name="rldk-stopper", daemon=True)
         self._stopper.start()
 
-    def _escalate(self) -> None:
-        pgid = self.pgid
-        assert pgid is not None
-        for sig, grace in ((signal.SIGINT, self.cfg.grace_int),
-                           (signal.SIGTERM, self.cfg.grace_term),
-                           (signal.SIGKILL, 2.0)):
-            signal_group(pgid, sig)
-            if self._wait_group_gone(pgid, grace):
-                return
-
-    def _wait_group_gone(self, pgid: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc is not None:
-                self.proc.poll()  # reap our child so it is not a zombie group member
-            if not group_alive(pgid):
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.005)
+    def stop_trainer(self) -> None:
+        """The escalation over the trainer's whole tree (runs on the stopper thread)."""
+        assert self.group is not None
+        self.group.stop(first_signal=self.cfg.stop_signal, grace=self.cfg.grace_int,
+                        term_grace=self.cfg.grace_term)
 
     def on_signal(self, signum, frame) -> None:
-        """Ctrl-C / SIGTERM on the monitor: forward to the child's group, escalating
-        on repeats (INT, then TERM, then KILL)."""
+        """Ctrl-C on the monitor: forward SIGINT to the trainer's tree, escalating on
+        repeats (INT, then TERM, then KILL). SIGTERM or SIGHUP (a shutdown, an SSH session
+        lost without tmux): stop the trainer with the full escalation, since nobody may be
+        there to press Ctrl-C again."""
         self._signals += 1
         if self.stop_reason is None:
             self.stop_reason = "signal"
             self._status_dirty = True
-        if self.pgid is None:
+        if self.group is None:
             self._stop_requested.set()
             return
+        if signum != signal.SIGINT and self._stopper is None:
+            self._stop_requested.set()
+            self.state = "stopping"
+            self._stopper = threading.Thread(target=self.stop_trainer, name="rldk-stopper", daemon=True)
+            self._stopper.start()
+            return
         sig = signum if self._signals == 1 else (signal.SIGTERM if self._signals == 2 else signal.SIGKILL)
-        signal_group(self.pgid, sig)
+        self.group.send(sig)
 
     # -- main loops
 
@@ -569,17 +412,17 @@ class Monitor:
             args = ["/bin/sh", "-c", cmd[0] if len(cmd) == 1 else shlex.join(cmd)]
         else:
             args = cmd
-        self.proc = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, start_new_session=True, env=env, bufsize=-1)
-        self.pgid = self.proc.pid  # a new session: its leader's pid is the group id
+        self.group = ProcessGroup.spawn(args, env=env)
+        if self.cfg.watchdog:
+            self.watchdog = Watchdog(self.group, self.rundir.status.path, WATCHDOG_GRACE)
 
     def run(self) -> MonitorResult:
         q: queue.Queue = queue.Queue(maxsize=QUEUE_LINES)
         follow_stop = threading.Event()
         readers: list[threading.Thread] = []
         if self.cfg.follow is not None:
-            readers.append(threading.Thread(target=_follow, args=(self.cfg.follow, q, follow_stop, self.out), daemon=True))
+            readers.append(threading.Thread(target=_follow, daemon=True, args=(
+                self.cfg.follow, q, follow_stop, self.out, self.report)))
         elif self.cfg.stdin:
             readers.append(threading.Thread(target=_pump, args=(sys.stdin.buffer, "stdin", q, self.out), daemon=True))
         else:
@@ -589,68 +432,79 @@ class Monitor:
                 self.report(f"cannot start {' '.join(self.cfg.cmd)}: {exc.strerror or exc}")
                 self.exit_code = 127 if isinstance(exc, FileNotFoundError) else 126
                 self.set_state("failed")
+                self.rundir.close()
                 return self.result()
             assert self.proc is not None
             readers.append(threading.Thread(target=_pump, args=(self.proc.stdout, "stdout", q, self.out), daemon=True))
             readers.append(threading.Thread(target=_pump, args=(self.proc.stderr, "stderr", q, self.err), daemon=True))
         old_handlers = self._install_signals()
-        for t in readers:
-            t.start()
-        self.set_state("running")
-        open_streams = len(readers)
-        next_control = 0.0
-        exited_at: float | None = None
-        last_line_at = time.monotonic()
-        try:
-            while True:
-                # one blocking get, then whatever else is already queued (bounded), then
-                # one flush: per-line flushing when lines trickle, batches under a flood
-                batch = []
-                try:
-                    batch.append(q.get(timeout=0.02))
-                    while len(batch) < BATCH_LINES:
-                        batch.append(q.get_nowait())
-                except queue.Empty:
-                    pass
-                for _name, line in batch:
-                    if line is _EOF:
-                        open_streams -= 1
-                    else:
-                        self.handle_line(line)
-                        last_line_at = time.monotonic()
-                self.flush_artifacts()
-                now = time.monotonic()
-                if now >= next_control:
-                    next_control = now + CONTROL_POLL
-                    self.poll_control()
-                    self.handle_alerts(self.engine.tick())
-                self.write_status()
-                if self.proc is None:
-                    if self._stop_requested.is_set() or open_streams == 0:
-                        follow_stop.set()
-                        break
-                    continue
-                if self.proc.poll() is not None:
-                    exited_at = exited_at or now
-                    stopper_done = self._stopper is None or not self._stopper.is_alive()
-                    # a backlog still flowing is drained; a pipe a grandchild holds silently is not
-                    drained = (now - max(exited_at, last_line_at) > DRAIN_AFTER_EXIT
-                               or now - exited_at > DRAIN_MAX)
-                    if (open_streams == 0 or drained) and stopper_done:
-                        break
+        try:  # the handlers stay in place through the clean-up: a signal there cannot orphan anything
+            for t in readers:
+                t.start()
+            self.set_state("running")
+            self._loop(q, follow_stop, len(readers))
+            while not q.empty():  # lines already read are never lost
+                name, line = q.get_nowait()
+                if line is not _EOF:
+                    self.handle_line(line)
+            self.flush_artifacts()
+            return self.finish()
         finally:
             self._restore_signals(old_handlers)
-        while not q.empty():  # lines already read are never lost
-            name, line = q.get_nowait()
-            if line is not _EOF:
-                self.handle_line(line)
-        self.flush_artifacts()
-        return self.finish()
+
+    def _loop(self, q: queue.Queue, follow_stop: threading.Event, open_streams: int) -> None:
+        next_control = 0.0
+        next_tree = 0.0
+        exited_at: float | None = None
+        last_line_at = time.monotonic()
+        while True:
+            # one blocking get, then whatever else is already queued (bounded), then
+            # one flush: per-line flushing when lines trickle, batches under a flood
+            batch = []
+            try:
+                batch.append(q.get(timeout=0.02))
+                while len(batch) < BATCH_LINES:
+                    batch.append(q.get_nowait())
+            except queue.Empty:
+                pass
+            for _name, line in batch:
+                if line is _EOF:
+                    open_streams -= 1
+                else:
+                    self.handle_line(line)
+                    last_line_at = time.monotonic()
+            self.flush_artifacts()
+            now = time.monotonic()
+            if now >= next_control:
+                next_control = now + CONTROL_POLL
+                self.poll_control()
+                self.handle_alerts(self.engine.tick())
+                self.check_silence()
+            if self.group is not None and now >= next_tree:
+                next_tree = now + TREE_POLL
+                self.group.refresh()  # remember descendants before they can escape
+                if self.watchdog is not None:
+                    self.watchdog.report()
+            self.write_status()
+            if self.group is None:
+                if self._stop_requested.is_set() or open_streams == 0:
+                    follow_stop.set()
+                    return
+                continue
+            if self.group.poll() is not None:
+                exited_at = exited_at or now
+                stopper_done = self._stopper is None or not self._stopper.is_alive()
+                # a backlog still flowing is drained; a pipe a grandchild holds silently is not
+                drained = (now - max(exited_at, last_line_at) > DRAIN_AFTER_EXIT
+                           or now - exited_at > DRAIN_MAX)
+                if (open_streams == 0 or drained) and stopper_done:
+                    return
 
     def _install_signals(self):
         if threading.current_thread() is not threading.main_thread():
             return None
-        return {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        sigs = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+        return {s: signal.signal(s, self.on_signal) for s in sigs}
 
     def _restore_signals(self, old) -> None:
         if old:
@@ -658,33 +512,35 @@ class Monitor:
                 signal.signal(s, h)
 
     def _stop_leftovers(self) -> None:
-        """The trainer is gone but processes of its group live on (workers of an
-        OOM-killed or crashed trainer): they are orphans holding GPUs, so end them."""
-        if self.pgid is None or not group_alive(self.pgid):
+        """The trainer is gone but processes of its tree live on (workers of an OOM-killed
+        or crashed trainer, setsid daemons): they are orphans holding GPUs, so end them."""
+        if self.group is None:
             return
-        self.report(f"trainer exited but processes of its group {self.pgid} were still running; stopping them")
-        for sig, grace in ((signal.SIGTERM, self.cfg.grace_term), (signal.SIGKILL, 2.0)):
-            signal_group(self.pgid, sig)
-            if self._wait_group_gone(self.pgid, grace):
-                return
+        if self.group.alive():
+            self.report(f"trainer exited but processes of its tree (group {self.group.pgid}) "
+                        "were still running; stopping them")
+            self.group.stop_leftovers(self.cfg.grace_term)
 
     def finish(self) -> MonitorResult:
-        if self.proc is not None:
-            rc = self.proc.wait()
+        if self.group is not None:
+            rc = self.group.wait()
             self._stop_leftovers()
+            self.group.close()
             if self.stop_reason in ("guardrail", "user"):
                 self.exit_code = EXIT_STOPPED
                 self.state = "stopped"
             else:
                 self.exit_code = exit_code_of(rc)
-                self.state = "exited"
+                self.state = "stopped" if self.stop_reason == "signal" and self._stopper else "exited"
         else:
             guardrail = self.stop_reason == "guardrail"
             self.exit_code = EXIT_STOPPED if guardrail else 0
             self.state = "stopped" if self._stop_requested.is_set() or self.stop_reason else "exited"
-        for f in (self.run_file, self.alerts_file, self.log_file):
-            f.close()
+        self.rundir.close_files()
         self.write_status(force=True)
+        self.rundir.close()
+        if self.watchdog is not None:
+            self.watchdog.close()  # the final status is written: nothing left for it to do
         return self.result()
 
     def result(self) -> MonitorResult:
@@ -693,7 +549,7 @@ class Monitor:
             stop_reason=self.stop_reason, stop_rule=self.stop_rule, stop_step=self.stop_step,
             steps=self.steps, last_step=self.parser.last_step, lines=self.parser.n_lines,
             alerts=list(self.alerts), peaks=dict(self.peaks), run_dir=self.cfg.run_dir,
-            errors=list(self.errors), n_fired=self.n_fired)
+            errors=list(self.errors), n_fired=self.n_fired, notice=self.notice)
 
 
 def summary_text(res: MonitorResult) -> str:
@@ -719,6 +575,8 @@ def summary_text(res: MonitorResult) -> str:
     else:
         why = "trainer exited on its own"
     lines.append(f"  outcome: {why}; exit code {res.exit_code}")
+    if res.notice:
+        lines.append(f"  notice: {res.notice}")
     d = res.run_dir
     lines.append(f"  artifacts: {d / 'run.jsonl'}, {d / 'alerts.jsonl'}, {d / 'monitor.log'}, {d / 'status.json'}")
     if res.errors:

@@ -31,6 +31,7 @@ from typing import Any, Iterable
 
 from rldk_engine.constants import MAD_TO_SIGMA, SEVERITY_ORDER
 from rldk_engine.ingest.metrics import canonical_name  # the alias table: standard library only
+from rldk_engine.live.protocol import json_number  # noqa: F401  (re-exported: Alert rows use it)
 
 SEVERITIES = SEVERITY_ORDER
 ACTIONS = ("warn", "stop")
@@ -129,15 +130,6 @@ class Alert:
     def key(self) -> tuple:
         """What replay-vs-live comparisons use (time differs by construction)."""
         return (self.event, self.step, self.rule, self.metric, self.severity, self.action)
-
-
-def json_number(x: float | None) -> float | str | None:
-    """Non-finite floats as the strings CONTRACTS.md prescribes ("NaN", "Infinity")."""
-    if x is None or math.isfinite(x):
-        return x
-    if math.isnan(x):
-        return "NaN"
-    return "Infinity" if x > 0 else "-Infinity"
 
 
 # ----------------------------------------------------------------------------- loading

@@ -2,22 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    if not path.exists():
-        return rows
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
+from rldk_engine.live.protocol import ALERTS_JSONL, RUN_JSONL, read_jsonl_rows
 
 
 def _as_float(v) -> float:
@@ -37,10 +24,10 @@ def plot_kl_trace(run_dir: str | Path, out_png: str | Path, threshold: float = 0
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
-    rows = [r for r in _read_jsonl(run_dir / "run.jsonl") if metric in r and "step" in r]
+    rows = [r for r in read_jsonl_rows(run_dir / RUN_JSONL) if metric in r and "step" in r]
     steps = [int(r["step"]) for r in rows]
     values = [_as_float(r[metric]) for r in rows]
-    stops = [a for a in _read_jsonl(run_dir / "alerts.jsonl")
+    stops = [a for a in read_jsonl_rows(run_dir / ALERTS_JSONL)
              if a.get("action") == "stop" and a.get("event", "fire") == "fire"]
     fig, ax = plt.subplots(figsize=(8, 4.2), dpi=110)
     ax.plot(steps, values, marker="o", markersize=3, linewidth=1.5, label=metric)

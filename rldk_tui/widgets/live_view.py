@@ -41,7 +41,7 @@ def gone_banner(status: dict) -> str:
 
 def header_state(status: dict) -> tuple[str, str]:
     text = rundir.describe_state(status)
-    if status.get("stop_reason") == "guardrail" or status.get("state") == "failed":
+    if status.get("stop_reason") == "guardrail" or status.get("state") in ("failed", "lost"):
         return text, "alert"
     if rundir.is_active(status):
         return text, "running"

@@ -14,6 +14,8 @@ def banner_text(status: dict) -> str | None:
         return "RUN STOPPED BY USER"
     if state == "stopped":
         return f"RUN STOPPED ({reason or 'unknown reason'})"
+    if state == "lost":  # the monitor died; its watchdog stopped the trainer (protocol.STATES)
+        return f"MONITOR LOST: {status.get('notice') or 'the watchdog stopped the trainer'}"
     if state == "exited":
         return f"TRAINER EXITED WITH CODE {status.get('exit_code')}"
     if state == "failed":
