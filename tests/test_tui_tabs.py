@@ -146,7 +146,9 @@ async def test_help_and_tab_keys():
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         await pilot.press("escape")
-        await pilot.press("ctrl+pagedown")
+        await pilot.press("ctrl+pagedown")  # Runs, Run, Scan, Determinism
         assert app.query_one("TabbedContent").active == "scan"
         await pilot.press("ctrl+pageup", "ctrl+pageup")
+        assert app.query_one("TabbedContent").active == "runs"
+        await pilot.press("ctrl+pageup")
         assert app.query_one("TabbedContent").active == "determinism"

@@ -11,7 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Button, DataTable, Input, Label, Static
 
-from rldk_tui.widgets.metric_pane import format_value
+from rldk_tui.numbers import format_value
 
 
 @dataclass(frozen=True)
