@@ -113,6 +113,14 @@ class RldkApp(App[str | None]):
     def on_live_view_run_state_changed(self, event: LiveView.RunStateChanged) -> None:
         self.refresh_bindings()  # greys the kill key out once nothing runs
 
+    def on_determinism_view_finished(self, event: DeterminismView.Finished) -> None:
+        """Said wherever the user is: a check takes minutes and they may have moved on."""
+        card = event.card
+        verdict = "could not run" if card.get("error") else \
+            "passed" if card.get("passed") else "FAILED"
+        self.notify(f"determinism check {verdict}", markup=False,
+                    severity="information" if card.get("passed") else "warning")
+
     # -- the workspace ------------------------------------------------------------------
     async def on_workspace_view_open_run(self, event: WorkspaceView.OpenRun) -> None:
         await self.open_run(event.path, event.overlays)

@@ -91,7 +91,7 @@ def test_scan_tab_snapshot(snap_compare):
         plot = pilot.app.query_one(WindowPlot)
         bars = pilot.app.query_one(HealthBars)  # analysed from the same file, in a worker
         for _ in range(200):
-            if plot._series[0] and bars.components is not None:
+            if plot.series[0] and bars.components is not None:
                 break
             await pilot.pause(0.05)
         await pilot.pause(0.1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
+from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -12,6 +13,7 @@ from textual.message import Message
 from textual.widgets import Button, DataTable, Input, Label, Static
 
 from rldk_tui.numbers import format_value
+from rldk_tui.safe_text import escape_controls, plain
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,8 @@ def replica_cells(row: ReplicaRow, compare: list[str]) -> tuple[str, ...]:
 
 def latest_text(latest: dict, metrics: list[str]) -> str:
     names = [m for m in metrics if m in latest] or list(latest)[:3]
-    return "  ".join(f"{name}={format_value(float(latest[name]))}" for name in names) or "--"
+    text = "  ".join(f"{name}={format_value(float(latest[name]))}" for name in names) or "--"
+    return escape(escape_controls(text))  # a DataTable string cell is read as markup
 
 
 def card_text(card: dict) -> str:
@@ -121,7 +124,7 @@ class DeterminismView(Vertical):
                 "need a command and at least 2 replicas")
             return
         self.running = True
-        self.query_one("#det-status", Label).update(f"running {replicas} replicas of: {command}")
+        self.query_one("#det-status", Label).update(plain(f"running {replicas} replicas of: {command}"))
         self.query_one("#det-card", Static).update("")
         self.run_check(command, replicas, self.compare_list())
 
@@ -159,8 +162,8 @@ class DeterminismView(Vertical):
         """Also the entry point for snapshots (inject a card)."""
         self.running = False
         self.query_one("#det-status", Label).update(
-            f"card: {self.out_dir}/determinism_card.json" if not card.get("error") else "")
+            plain(f"card: {self.out_dir}/determinism_card.json" if not card.get("error") else ""))
         widget = self.query_one("#det-card", Static)
-        widget.update(card_text(card))
+        widget.update(plain(card_text(card)))
         widget.set_class(not card.get("passed"), "-failed")
         self.post_message(self.Finished(card))

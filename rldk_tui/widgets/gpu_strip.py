@@ -51,6 +51,10 @@ def format_gpus(rows: list[tuple[int, float, float, float]]) -> str:
 class GpuStrip(Static):
     """Hidden until a query finds a GPU; polls every 2 s in a thread worker."""
 
+    DEFAULT_CSS = """
+    GpuStrip { height: 1; padding: 0 1; color: $text-muted; }
+    """
+
     def __init__(self, enabled: bool = True, **kwargs) -> None:
         super().__init__("", **kwargs)
         self.enabled = enabled
