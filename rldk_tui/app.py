@@ -90,6 +90,8 @@ class RldkApp(App[str | None]):
                         baseline=cfg.baseline, id="live-view")
 
     def on_ready(self) -> None:
+        if self.active_tab == "runs":
+            self.query_one(WorkspaceView).focus_table()  # keyboard first: enter/space/p
         # Everything built so far (Textual, widgets, CSS, imported modules) lives as long
         # as the app. Freezing it keeps the collector from walking it again: a full
         # collection under a streaming run otherwise stalls keys for 30+ ms.

@@ -37,6 +37,7 @@ class MetricGrid(Grid):
     """
 
     filter_text: reactive[str] = reactive("")
+    chart_rows: reactive[int] = reactive(10)  # each chart's height, set by `fit`
 
     def charts(self) -> dict[str, MetricChart]:
         return {chart.metric: chart for chart in self.query_children(MetricChart)}
@@ -50,6 +51,7 @@ class MetricGrid(Grid):
             for metric in missing:
                 chart = MetricChart(metric)
                 chart.display = matches(metric, self.filter_text)
+                chart.styles.height = self.chart_rows
                 later = [existing[m] for m in order[order.index(metric) + 1:] if m in existing]
                 if later:
                     self.mount(chart, before=later[0])
@@ -67,8 +69,10 @@ class MetricGrid(Grid):
 
     def fit(self, width: int, height: int) -> None:
         """Columns and chart height for a terminal of this size."""
-        rows = chart_height(height)
         self.styles.grid_size_columns = columns_for(width)
+        self.chart_rows = chart_height(height)
+
+    def watch_chart_rows(self, rows: int) -> None:
         self.styles.grid_rows = str(rows)
         for chart in self.query_children(MetricChart):
             chart.styles.height = rows

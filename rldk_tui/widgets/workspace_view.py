@@ -17,7 +17,6 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message
 from textual.reactive import reactive
-from textual.widget import Widget
 from textual.widgets import DataTable, Label
 from textual.worker import get_current_worker
 
@@ -98,7 +97,6 @@ class WorkspaceView(Vertical):
         self._order: list[Path] = []
         self._row_cells: dict[Path, tuple] = {}  # cells as drawn: DataTable updates per cell
         self._states: dict[Path, str] = {}
-        self._had_rows = False
 
     def compose(self) -> ComposeResult:
         title = Text("runs under ", style="bold")
@@ -155,9 +153,6 @@ class WorkspaceView(Vertical):
             self._order, self._row_cells = order, rows
             if current in order:
                 table.move_cursor(row=order.index(current))
-            if not self._had_rows and order and self.is_shown():
-                table.focus()  # keyboard first: enter/space/p work without a click
-            self._had_rows = self._had_rows or bool(order)
             return
         for path in order:
             if rows[path] == self._row_cells.get(path):
@@ -166,10 +161,6 @@ class WorkspaceView(Vertical):
                 if old != new:
                     table.update_cell(str(path), COLUMNS[column] or "mark", new)
             self._row_cells[path] = rows[path]
-
-    def is_shown(self) -> bool:
-        """False while another tab is active (its TabPane has display: none)."""
-        return all(node.display for node in self.ancestors_with_self if isinstance(node, Widget))
 
     def focus_table(self) -> None:
         self.query_one(DataTable).focus()
