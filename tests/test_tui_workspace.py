@@ -176,17 +176,18 @@ async def test_run_tab_keys_filter_zoom_pan_log_and_alerts(workspace):
         assert app.active_tab == "runs"
 
 
-async def test_layout_adapts_to_the_terminal(workspace):
-    for size, columns, height in (((80, 24), 1, 8), ((120, 40), 2, 10), ((200, 60), 3, 12)):
-        app = RldkApp(AppConfig(run_dir=workspace / "runaway", gpu=False,
-                                clock=lambda: T0 + 100, refresh_s=0.05))
-        async with app.run_test(size=size) as pilot:
-            await wait_for(pilot, lambda: app.live.rows_shown == 60)
-            await pilot.pause(0.2)
-            grid = app.query_one(MetricGrid)
-            assert grid.styles.grid_size_columns == columns
-            chart = grid.visible()[0]
-            assert chart.outer_size.height == height
+@pytest.mark.parametrize(("size", "columns", "height"),
+                         [((80, 24), 1, 8), ((120, 40), 2, 10), ((200, 60), 3, 12)])
+async def test_layout_adapts_to_the_terminal(workspace, size, columns, height):
+    app = RldkApp(AppConfig(run_dir=workspace / "runaway", gpu=False,
+                            clock=lambda: T0 + 100, refresh_s=0.05))
+    async with app.run_test(size=size) as pilot:
+        await wait_for(pilot, lambda: app.live.rows_shown == 60)
+        await pilot.pause(0.2)
+        grid = app.query_one(MetricGrid)
+        assert grid.styles.grid_size_columns == columns
+        chart = grid.visible()[0]
+        assert chart.outer_size.height == height
 
 
 async def test_baseline_overlays_any_readable_log_aligned_by_step(workspace, tmp_path):
