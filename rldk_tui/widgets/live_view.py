@@ -201,7 +201,13 @@ class LiveView(Vertical):
         self.set_interval(self.refresh_s, self.refresh_view)
 
     def on_resize(self) -> None:
-        self.query_one(MetricGrid).fit(self.size.width, self.app.size.height)
+        height = self.app.size.height
+        self.query_one(MetricGrid).fit(self.size.width, height)
+        # A short terminal keeps room for one chart: smaller alerts/log panes and a
+        # two-line stop banner (title and resume line).
+        short = height < 36
+        self.query_one("#live-bottom").styles.height = 6 if short else 9
+        self.query_one(StopBanner).styles.max_height = 2 if short else 4
 
     # -- I/O -------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="tail")
