@@ -151,19 +151,22 @@ def columns(steps: np.ndarray, values: np.ndarray, start: float, end: float,
     last = int(np.searchsorted(steps, end, side="right"))
     if last <= first:
         return Columns(start, end, low, high)
-    span_steps = steps[first:last]
     span = values[first:last]
     if log:
         with np.errstate(divide="ignore", invalid="ignore"):
-            span = np.where(span > 0, np.log10(np.where(span > 0, span, 1.0)), np.nan)
-    span = np.where(np.isfinite(span), span, np.nan)
-    scale = width / (end - start) if end > start else 0.0
-    index = np.minimum(((span_steps - start) * scale).astype(np.int64), width - 1)
-    # Column boundaries in the sorted slice: one reduceat per column that holds points.
-    bounds = np.flatnonzero(np.diff(index)) + 1
-    starts = np.concatenate(([0], bounds))
-    owners = index[starts]
+            span = np.log10(np.where(span > 0, span, np.nan))
+    if np.isinf(span).any():  # one pass; only a run that logged inf pays for the copy
+        span = np.where(np.isinf(span), np.nan, span)
+    # Column edges found by binary search over the sorted steps: no per-point index array,
+    # so a million points cost two reduceat passes and a few hundred searches.
+    edges = start + (end - start) * np.arange(width) / width if end > start else \
+        np.full(width, start)
+    starts = np.searchsorted(steps[first:last], edges, side="left")
+    starts[0] = 0
+    filled = np.flatnonzero(np.diff(np.append(starts, last - first)) > 0)
+    if len(filled) == 0:
+        return Columns(start, end, low, high)
     with np.errstate(invalid="ignore"):
-        low[owners] = np.fmin.reduceat(span, starts)
-        high[owners] = np.fmax.reduceat(span, starts)
+        low[filled] = np.fmin.reduceat(span, starts[filled])
+        high[filled] = np.fmax.reduceat(span, starts[filled])
     return Columns(start, end, low, high)

@@ -159,7 +159,6 @@ class LiveView(Vertical):
         self._last_version = -1
         self._charts_drawn_at = 0.0
         self._active = False
-        self._status: dict = {}
         self._monitor_exit_seen: float | None = None
         self._gone_shown: str | None = None
         self._auto_stop_sent: tuple[bool, float] | None = None
@@ -454,8 +453,10 @@ class LiveView(Vertical):
         # A dead supervisor cannot act on a stop: nothing the app may do runs any more.
         active = (rundir.is_active(status) or (not status and self._monitor_alive())) \
             and not gone
-        if active != self._active or status != self._status:
-            self._active, self._status = active, status
+        # Only a change of "does it run" matters to the app (the kill key, quitting): a
+        # status.json rewritten twice a second must not rebuild the footer each time.
+        if active != self._active:
+            self._active = active
             self.post_message(self.RunStateChanged(active, status))
 
     def _show_elapsed(self, header: RunHeader, status: dict, gone: str | None) -> None:
