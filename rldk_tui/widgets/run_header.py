@@ -23,8 +23,9 @@ class RunHeader(Static):
 
     DEFAULT_CSS = """
     RunHeader {
-        height: auto;
-        max-height: 3;
+        height: 2;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
         padding: 0 1;
         background: $boost;
     }
@@ -39,6 +40,9 @@ class RunHeader(Static):
     state_kind: reactive[str] = reactive("idle")  # running | alert | done | idle
     skipped: reactive[int] = reactive(0)  # run.jsonl lines that were not a JSON object
     notice: reactive[str] = reactive("")  # status.json "notice": e.g. no metrics recognised yet
+
+    def watch_notice(self, notice: str) -> None:
+        self.styles.height = 3 if notice else 2  # a fixed height: lines never wrap
 
     def render(self) -> Text:
         rate = "--" if self.steps_per_s is None else f"{self.steps_per_s:,.1f}"
