@@ -61,7 +61,7 @@ class RldkApp(App[str | None]):
         Binding("0", "run_key('reset')", "All steps", show=False),
         Binding("l", "run_key('log')", "Log scale"),
         Binding("a", "run_key('alerts')", "Alerts"),
-        Binding("escape", "back", "Back", show=False),
+        Binding("escape", "go_back", "Back", show=False),
     ]
     TABS = ("runs", "live", "scan", "determinism")
 
@@ -145,7 +145,7 @@ class RldkApp(App[str | None]):
         await pane.mount(self._live_view(path, None, list(overlays or [])))
         self.query_one(TabbedContent).active = "live"
 
-    def action_back(self) -> None:
+    def action_go_back(self) -> None:
         if isinstance(self.screen, (AlertScreen, HelpScreen)):
             return
         if self.active_tab == "live":

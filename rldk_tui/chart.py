@@ -72,7 +72,7 @@ def nice_step(span: float, count: int) -> float:
 def nice_ticks(low: float, high: float, count: int) -> list[float]:
     step = nice_step(high - low, count)
     first = math.ceil(low / step - 1e-9) * step
-    ticks = []
+    ticks: list[float] = []
     value = first
     while value <= high + step * 1e-9 and len(ticks) < 50:
         ticks.append(0.0 if abs(value) < step * 1e-9 else value)
@@ -208,9 +208,9 @@ def render_chart(spec: ChartSpec, width: int, height: int) -> Text:
         owner = np.where(cell_codes > 0, index, owner)
 
     threshold_rows: dict[int, Threshold] = {}
-    for threshold, value in zip(thresholds, threshold_values, strict=True):
+    for line_at, value in zip(thresholds, threshold_values, strict=True):
         if y_low <= value <= y_high:
-            threshold_rows[int(_dot_rows(np.array(value), y_low, y_high, rows)) // 4] = threshold
+            threshold_rows[int(_dot_rows(np.array(value), y_low, y_high, rows)) // 4] = line_at
 
     window_cols = None
     if spec.window is not None:
@@ -221,9 +221,9 @@ def render_chart(spec: ChartSpec, width: int, height: int) -> Text:
             window_cols = (max(0, w0), min(plot_w - 1, w1))
 
     tick_rows: dict[int, str] = {}
-    for tick, label in zip(ticks, labels, strict=True):
+    for tick, tick_label in zip(ticks, labels, strict=True):
         row = int(round(float(_dot_rows(np.array(tick), y_low, y_high, rows)))) // 4
-        tick_rows.setdefault(row, label)
+        tick_rows.setdefault(row, tick_label)
 
     out = Text(no_wrap=True, overflow="crop")
     if legend_rows:

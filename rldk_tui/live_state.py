@@ -137,7 +137,7 @@ class LiveState:
             if last_step is not None:
                 self.last_step = last_step
             self.row_times.extend((base + offset, float(stamp)) for offset, stamp in stamps
-                                  if type(stamp) in (int, float))
+                                  if isinstance(stamp, (int, float)))
             self.version += 1
 
     def add_alerts(self, lines: list[bytes]) -> None:

@@ -127,11 +127,11 @@ async def test_run_tab_keys_filter_zoom_pan_log_and_alerts(workspace):
         box = app.query_one("#chart-filter", Input)
         assert app.focused is box
         await pilot.press(*"grad")
-        await wait_for(pilot, lambda: [c.metric for c in app.query_one(MetricGrid).visible()]
+        await wait_for(pilot, lambda: [c.metric for c in app.query_one(MetricGrid).shown_charts()]
                        == ["grad_norm"])
         await pilot.press("escape")  # clears the filter, stays on the tab
         assert box.value == "" and app.active_tab == "live"
-        assert len(app.query_one(MetricGrid).visible()) == len(charts)
+        assert len(app.query_one(MetricGrid).shown_charts()) == len(charts)
 
         await pilot.press("plus")
         assert live.x_range == (14.75, 44.25)  # half of 0..59 about its centre
@@ -186,7 +186,7 @@ async def test_layout_adapts_to_the_terminal(workspace, size, columns, height):
         await pilot.pause(0.2)
         grid = app.query_one(MetricGrid)
         assert grid.styles.grid_size_columns == columns
-        chart = grid.visible()[0]
+        chart = grid.shown_charts()[0]
         assert chart.outer_size.height == height
 
 

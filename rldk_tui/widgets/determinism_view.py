@@ -9,6 +9,7 @@ from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.coordinate import Coordinate
 from textual.message import Message
 from textual.widgets import Button, DataTable, Input, Label, Static
 
@@ -92,7 +93,7 @@ class DeterminismView(Vertical):
                         id="det-metrics")
             yield Button("Run", id="det-go", variant="primary")
         yield Label("", id="det-status")
-        table = DataTable(id="det-replicas-table", cursor_type="row")
+        table: DataTable[str] = DataTable(id="det-replicas-table", cursor_type="row")
         table.border_title = "replicas"
         yield table
         card = Static("", id="det-card")
@@ -155,8 +156,8 @@ class DeterminismView(Vertical):
             return
         for row in rows:
             for column, cell in enumerate(replica_cells(row, compare)):
-                if table.get_cell_at((row.index, column)) != cell:
-                    table.update_cell_at((row.index, column), cell)
+                if table.get_cell_at(Coordinate(row.index, column)) != cell:
+                    table.update_cell_at(Coordinate(row.index, column), cell)
 
     def show_card(self, card: dict) -> None:
         """Also the entry point for snapshots (inject a card)."""

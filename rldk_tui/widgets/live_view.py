@@ -24,7 +24,7 @@ from textual.widget import Widget
 from textual.widgets import Input, Label, Switch
 from textual.worker import get_current_worker
 
-from rldk_engine.live.protocol import auto_stop_command, stop_command
+from rldk_engine.live.protocol import ControlCommand, auto_stop_command, stop_command
 from rldk_tui import rundir
 from rldk_tui.chart import PALETTE, Line, Marker, full_range
 from rldk_tui.guardrails import RulesInForce, rules_in_force
@@ -166,7 +166,7 @@ class LiveView(Vertical):
         self._rang_for: object = None
         # The monitor ignores control lines written before it started: hold them until
         # its first status.json shows it is up.
-        self._pending_control: list[dict] = []
+        self._pending_control: list[ControlCommand] = []
 
     def compose(self) -> ComposeResult:
         yield RunHeader(id="run-header")
@@ -211,6 +211,8 @@ class LiveView(Vertical):
     # -- I/O -------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="tail")
     def tail(self) -> None:
+        if self.run_dir is None:
+            return
         tailers = [RunDirTailer(self.run_dir, self.state)]
         tailers += [RunDirTailer(path, state, with_log=False)
                     for path, state in self.overlay_states.items()]
@@ -411,7 +413,7 @@ class LiveView(Vertical):
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "chart-filter":
             event.stop()
-            charts = self.query_one(MetricGrid).visible()
+            charts = self.query_one(MetricGrid).shown_charts()
             if charts:
                 charts[0].focus()
 
@@ -432,7 +434,7 @@ class LiveView(Vertical):
         for index, (label, other) in enumerate(self.overlay_lines(metric), start=1):
             lines.append(Line(label, other.steps, other.values, PALETTE[index % len(PALETTE)]))
         markers = [Marker(float(a["step"]), str(a.get("severity", "warning")))
-                   for a in snap.alert_history
+                   for a in (snap.alert_history if snap is not None else ())
                    if a.get("metric") == metric and isinstance(a.get("step"), int)]
         if window is not None and len(view.steps):
             span = max(20.0, float(window[1] - window[0]) * 4)
@@ -445,7 +447,7 @@ class LiveView(Vertical):
 
     def _track_run(self, status: dict, gone: str | None) -> None:
         """Run state for the bindings, and commands held until the monitor is up."""
-        if status and self._pending_control and not gone:
+        if status and self._pending_control and not gone and self.run_dir is not None:
             for message in self._pending_control:
                 rundir.send_control(self.run_dir, message)
             self._pending_control.clear()
@@ -528,7 +530,7 @@ class LiveView(Vertical):
     def request_stop(self) -> None:
         self._send(stop_command("rldk-tui"))
 
-    def _send(self, message: dict) -> None:
+    def _send(self, message: ControlCommand) -> None:
         if self.run_dir is None:
             return
         if self.monitor is not None and not self.state.status:

@@ -60,7 +60,7 @@ class MetricGrid(Grid):
                 existing[metric] = chart
         return existing
 
-    def visible(self) -> list[MetricChart]:
+    def shown_charts(self) -> list[MetricChart]:
         return [chart for chart in self.query_children(MetricChart) if chart.display]
 
     def watch_filter_text(self, text: str) -> None:

@@ -32,7 +32,7 @@ def run_order(run: dict) -> tuple:
     health = (run.get("health") or {}).get("overall")
     worst = worst_anomaly(run)
     return (health is None, health if health is not None else 2.0,
-            -SEVERITY_RANK.get((worst or {}).get("severity"), 0))
+            -SEVERITY_RANK.get(str((worst or {}).get("severity")), 0))
 
 
 def run_row(run: dict) -> tuple[Text, ...]:
@@ -48,7 +48,7 @@ def run_row(run: dict) -> tuple[Text, ...]:
     else:
         finding = plain(f"{worst.get('rule', '?')} {worst.get('metric', '')} "
                         f"{worst.get('start_step')}–{worst.get('end_step')}",
-                        SEVERITY_STYLE.get(worst.get("severity"), ""))
+                        SEVERITY_STYLE.get(str(worst.get("severity")), ""))
     if health is None:
         score = Text("--", style="dim")
     else:
@@ -118,11 +118,11 @@ class ScanView(Vertical):
             yield Button("Scan", id="scan-go", variant="primary")
         yield ProgressBar(total=None, show_eta=False, id="scan-progress")
         yield Label("", id="scan-message")
-        runs = DataTable(id="scan-runs", cursor_type="row", zebra_stripes=True)
+        runs: DataTable[Text] = DataTable(id="scan-runs", cursor_type="row", zebra_stripes=True)
         runs.border_title = "runs, worst first"
         yield runs
         with Horizontal(id="scan-middle"):
-            anomalies = DataTable(id="scan-anomalies", cursor_type="row", zebra_stripes=True)
+            anomalies: DataTable[Text] = DataTable(id="scan-anomalies", cursor_type="row", zebra_stripes=True)
             anomalies.border_title = "anomalies of the selected run"
             yield anomalies
             bars = HealthBars(id="scan-health")
@@ -212,10 +212,15 @@ class ScanView(Vertical):
             run_index, anomaly_index = map(int, event.row_key.value.split(":"))
             self.plot_anomaly(run_index, anomaly_index)
 
+    def selected_report(self) -> dict:
+        if self.report is None:
+            raise RuntimeError("no scan report yet")  # only reached from a report's rows
+        return self.report
+
     def show_anomalies(self, run_index: int) -> None:
         table = self.query_one("#scan-anomalies", DataTable)
         table.clear()
-        run = self.report["runs"][run_index]
+        run = self.selected_report()["runs"][run_index]
         self.select_health(run_index)
         for index, anomaly in enumerate(run.get("anomalies", [])):
             table.add_row(*anomaly_row(anomaly), key=f"{run_index}:{index}")
@@ -229,7 +234,7 @@ class ScanView(Vertical):
             return
         bars.show_message("analysing …")
         self.load_health((self._report_id, run_index),
-                         self.report["runs"][run_index].get("source", ""))
+                         self.selected_report()["runs"][run_index].get("source", ""))
 
     @work(thread=True, exclusive=True, group="scan-health")
     def load_health(self, key: tuple[int, int], source: str) -> None:
@@ -253,7 +258,7 @@ class ScanView(Vertical):
             self.query_one(HealthBars).show_message(f"no analysis: {message}")
 
     def plot_anomaly(self, run_index: int, anomaly_index: int) -> None:
-        run = self.report["runs"][run_index]
+        run = self.selected_report()["runs"][run_index]
         anomaly = run["anomalies"][anomaly_index]
         self.load_plot(run.get("source", ""), anomaly)
 

@@ -20,7 +20,7 @@ class TrainerLog(Log):
 
     def add_lines(self, lines: tuple[str, ...]) -> None:
         if lines:
-            self.write_lines([escape_controls(line) for line in lines[-self.max_lines:]],
+            self.write_lines([escape_controls(line) for line in lines[-(self.max_lines or 1000):]],
                              scroll_end=False)
             # Scroll once layout knows the new height (Log's own check can miss a batch
             # written before the first layout, and then never scrolls again).

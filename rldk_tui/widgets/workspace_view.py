@@ -115,6 +115,8 @@ class WorkspaceView(Vertical):
 
     @work(thread=True, exclusive=True, group="workspace")
     def scan(self) -> None:
+        if self.root is None:
+            return
         scanner = WorkspaceScanner(self.root, clock=self.clock)
         worker = get_current_worker()
         while not worker.is_cancelled:
