@@ -97,9 +97,10 @@ async def test_enter_opens_space_selects_p_pins_and_esc_comes_back(workspace):
                        and app.live.run_dir == workspace / "runaway")
         assert app.live.overlay_dirs == [workspace / "healthy"]
         await wait_for(pilot, lambda: app.live.rows_shown == 60)
-        await pilot.pause(0.3)
+        await wait_for(pilot, lambda: any(c.metric == "kl" for c in app.query(MetricChart)))
         kl = next(c for c in app.query(MetricChart) if c.metric == "kl")
-        assert [line.label for line in kl.lines] == ["runaway", "healthy"]  # the overlay
+        # The overlay is read by the same worker a moment later; charts redraw at 4 Hz.
+        await wait_for(pilot, lambda: [line.label for line in kl.lines] == ["runaway", "healthy"])
         assert "healthy" in kl.render().plain.splitlines()[0]  # its legend
         await pilot.press("escape")
         assert app.active_tab == "runs" and app.focused is table
