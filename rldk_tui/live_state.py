@@ -15,6 +15,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import orjson
 
 from rldk_tui import rundir
@@ -112,15 +113,24 @@ class LiveState:
         # A row without an integer step is placed at its row number: still drawn, in order.
         steps = [row["step"] if type(row.get("step")) is int else base + i
                  for i, row in enumerate(rows)]
-        keys: dict[str, None] = {}
-        for row in rows:
-            keys.update(dict.fromkeys(row))
-        keys.pop("step", None)
-        keys.pop("time", None)
-        columns = {}
-        for key in keys:
-            picked = [i for i, row in enumerate(rows) if key in row]
-            columns[key] = ([steps[i] for i in picked], to_floats([rows[i][key] for i in picked]))
+        columns: dict[str, tuple] = {}
+        first_keys = rows[0].keys() if rows else {}.keys()
+        if all(row.keys() == first_keys for row in rows):
+            # The usual chunk: every row logs the same keys, so they share one step array.
+            step_array = np.asarray(steps, dtype=np.float64)
+            for key in first_keys:
+                if key != "step" and key != "time":
+                    columns[key] = (step_array, to_floats([row[key] for row in rows]))
+        else:
+            keys: dict[str, None] = {}
+            for row in rows:
+                keys.update(dict.fromkeys(row))
+            keys.pop("step", None)
+            keys.pop("time", None)
+            for key in keys:
+                picked = [i for i, row in enumerate(rows) if key in row]
+                columns[key] = ([steps[i] for i in picked],
+                                to_floats([rows[i][key] for i in picked]))
         last_step = next((row["step"] for row in reversed(rows)
                           if type(row.get("step")) is int), None)
         tail = rows[-(self.row_times.maxlen or 1):]  # steps/s looks at recent rows only

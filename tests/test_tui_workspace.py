@@ -287,3 +287,17 @@ async def test_markup_in_names_keys_and_output_is_shown_as_text(tmp_path):
         await pilot.press("escape", "escape")
         await wait_for(pilot, lambda: "[/bold]" in table_rows(app))
     assert app.return_value is None
+
+
+async def test_the_workspace_rings_when_a_running_run_is_stopped(workspace, monkeypatch):
+    app = workspace_app(workspace)
+    rings = []
+    async with app.run_test(size=(120, 40)) as pilot:
+        monkeypatch.setattr(app, "bell", lambda: rings.append(1))
+        await wait_for(pilot, lambda: table_rows(app).get("healthy", ("",) * 3)[2] == "running")
+        healthy = workspace / "healthy"
+        write_status(healthy, sample_status(healthy, "stopped", 40, stop_reason="guardrail",
+                                            stop_rule="kl_spike", stop_step=39, exit_code=3))
+        await wait_for(pilot, lambda: table_rows(app)["healthy"][2] == "stopped by guardrail")
+        await pilot.pause(1.2)  # a later poll of the same state rings no more
+        assert rings == [1]

@@ -17,6 +17,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message
 from textual.reactive import reactive
+from textual.widget import Widget
 from textual.widgets import DataTable, Label
 from textual.worker import get_current_worker
 
@@ -97,6 +98,7 @@ class WorkspaceView(Vertical):
         self._order: list[Path] = []
         self._row_cells: dict[Path, tuple] = {}  # cells as drawn: DataTable updates per cell
         self._states: dict[Path, str] = {}
+        self._behind = False
 
     def compose(self) -> ComposeResult:
         title = Text("runs under ", style="bold")
@@ -139,7 +141,10 @@ class WorkspaceView(Vertical):
                 self.post_message(self.GuardrailStopped(run))
             self._states[run.path] = run.state
         self.runs, self._now = event.runs, event.now
-        self.redraw()
+        if all(node.display for node in self.ancestors_with_self if isinstance(node, Widget)):
+            self.redraw()
+        else:
+            self._behind = True  # another tab is shown: redraw when this one is
 
     def redraw(self) -> None:
         table = self.query_one(DataTable)
@@ -165,6 +170,10 @@ class WorkspaceView(Vertical):
             self._row_cells[path] = rows[path]
 
     def focus_table(self) -> None:
+        """The tab was activated: catch up on what changed while hidden, take the keys."""
+        if self._behind:
+            self._behind = False
+            self.redraw()
         self.query_one(DataTable).focus()
 
     def cursor_path(self) -> Path | None:
