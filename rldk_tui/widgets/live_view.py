@@ -158,6 +158,7 @@ class LiveView(Vertical):
         self.guardrails: RulesInForce = rules_in_force(preset, rules)
         self._last_version = -1
         self._charts_drawn_at = 0.0
+        self._charts_version = -1  # the LiveState version the charts show
         self._active = False
         self._monitor_exit_seen: float | None = None
         self._gone_shown: str | None = None
@@ -271,6 +272,8 @@ class LiveView(Vertical):
         header = self.query_one(RunHeader)
         self._show_elapsed(header, status, gone)
         if snap.version == self._last_version and gone == self._gone_shown and not force:
+            if self._charts_version != snap.version:
+                self._draw_charts_when_due(snap)  # a redraw skipped to keep 4 Hz, made up
             self._track_run(status, gone)
             return
         self._last_version, self._gone_shown = snap.version, gone
@@ -292,10 +295,7 @@ class LiveView(Vertical):
             header.state_text, header.state_kind = rundir.supervisor_gone_text(status, gone), "alert"
         self.rows_shown = snap.rows
         self.snapshot = snap
-        now = time.monotonic()
-        if force or now - self._charts_drawn_at >= CHART_REDRAW_S:
-            self._charts_drawn_at = now
-            self.draw_charts(snap)
+        self._draw_charts_when_due(snap, force)
         self.query_one(AlertsTable).add_alerts(snap.new_alerts)
         self.query_one(TrainerLog).add_lines(snap.new_log_lines)
         banner = self.query_one(StopBanner)
@@ -305,6 +305,14 @@ class LiveView(Vertical):
         self.query_one(MonitorErrors).show(status)
         self._ring_on_stop(status)
         self._track_run(status, gone)
+
+    def _draw_charts_when_due(self, snap: LiveSnapshot, force: bool = False) -> None:
+        """Charts of a streaming run redraw at most every CHART_REDRAW_S; the data they
+        skipped is drawn on a later tick even when nothing new arrives by then."""
+        now = time.monotonic()
+        if force or now - self._charts_drawn_at >= CHART_REDRAW_S:
+            self._charts_drawn_at, self._charts_version = now, snap.version
+            self.draw_charts(snap)
 
     def _ring_on_stop(self, status: dict) -> None:
         """The terminal bell once, when a run we watched going is stopped by its guardrail."""
