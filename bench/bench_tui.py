@@ -116,6 +116,7 @@ async def drive(run_dir: Path, rows: list[bytes] | None, idle_s: float) -> tuple
         keyboard.join()
         if writer is not None:
             writer.join()
+        await pilot.pause(0.5)  # keys still queued are handled before the app exits
         shown = app.live.rows_shown
         rate = shown / elapsed if rows is not None else float("nan")
         presses = [t for t in app.press_times if started <= t <= started + elapsed]
