@@ -26,6 +26,8 @@ from rldk_engine.live.protocol import (
     auto_stop_command,
     describe_state,
     is_active,
+    make_run_dir,
+    open_artifact,
     read_status,
     run_dir_problem,
     send_control,
@@ -93,9 +95,9 @@ def launch_monitor(
     connection (SIGHUP to our session) reaches neither it nor the trainer.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_run_dir(run_dir)  # the user's umask, never world-writable
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with open(run_dir / SUPERVISOR_LOG, "ab") as out:
+    with open(open_artifact(run_dir / SUPERVISOR_LOG), "ab") as out:  # no symlinks, no FIFOs
         return subprocess.Popen(
             monitor_command(cmd, run_dir, preset, rules),
             stdin=subprocess.DEVNULL,

@@ -24,3 +24,47 @@ async def wait_for(pilot, condition, timeout: float = 15.0) -> None:
             return
         await pilot.pause(0.05)
     raise AssertionError("condition not met in time")
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+def pid_gone(pid: int) -> bool:
+    """No such process, or a zombie (it cannot run; a container without a reaping init
+    may keep it listed)."""
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def reported_pids(stdout: bytes) -> list[int]:
+    """The pids a test trainer printed as `pid N` lines (itself and what it started)."""
+    return [int(line.split()[1]) for line in stdout.decode(errors="replace").splitlines()
+            if line.startswith("pid ") and line.split()[1].isdigit()]
+
+
+def assert_all_gone(pids: list[int], expected: int, within: float = 5.0) -> None:
+    """Every reported process is gone (waiting up to `within` s); survivors are killed so
+    they never leak into the rest of the suite, then reported as a failure."""
+    import os
+    import signal
+    import time
+
+    assert len(pids) == expected, f"trainer reported {pids}"
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline and not all(map(pid_gone, pids)):
+        time.sleep(0.05)
+    alive = [p for p in pids if not pid_gone(p)]
+    for p in alive:
+        os.kill(p, signal.SIGKILL)
+    assert not alive, f"left running: {alive}"

@@ -227,7 +227,7 @@ def test_bad_rules_file_is_a_usage_error(tmp_path):
     rules.write_text("rules:\n  - id: x\n    metric: kl\n    condition: {kind: nope}\n")
     proc, _, _ = run_monitor(tmp_path, child("pass"), "--rules", str(rules))
     assert proc.returncode == 2
-    assert f"{rules}:4: condition.kind must be one of" in proc.stderr.decode()
+    assert f"{rules}:4:23: condition.kind must be one of" in proc.stderr.decode()
 
 
 def test_stdin_mode_and_replay_equals_live(tmp_path):

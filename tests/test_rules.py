@@ -149,16 +149,16 @@ def test_parse_good_rules_file():
 
 
 @pytest.mark.parametrize("text, expected", [
-    (GOOD.replace('op: ">="', 'op: "=="'), "r.yaml:4: condition.op must be one of"),
-    (GOOD.replace("severity: warning", "severity: loud"), "r.yaml:6: severity must be one of"),
-    (GOOD.replace("m_of_n: [2, 3]", "m_of_n: [4, 3]"), "r.yaml:5: rule 'my_kl': m_of_n needs M <= N"),
-    (GOOD.replace("metric: kl\n", "metrc: kl\n"), "r.yaml:3: rule: unknown key 'metrc'"),
-    (GOOD.replace("value: 0.2", "value: __import__('os')"), "r.yaml:4: condition.value must be a number"),
-    (GOOD.replace("id: nan", "id: my_kl"), "r.yaml:8: duplicate rule id 'my_kl' (first at line 2)"),
-    ("rules:\n  - id: x\n    metric: [kl\n", "r.yaml:4: not valid YAML"),
-    (GOOD + "    for: 0\n", "r.yaml:11: for must be an integer >= 1"),
+    (GOOD.replace('op: ">="', 'op: "=="'), "r.yaml:4:38: condition.op must be one of"),
+    (GOOD.replace("severity: warning", "severity: loud"), "r.yaml:6:15: severity must be one of"),
+    (GOOD.replace("m_of_n: [2, 3]", "m_of_n: [4, 3]"), "r.yaml:5:13: rule 'my_kl': m_of_n needs M <= N"),
+    (GOOD.replace("metric: kl\n", "metrc: kl\n"), "r.yaml:3:5: rule: unknown key 'metrc'"),
+    (GOOD.replace("value: 0.2", "value: __import__('os')"), "r.yaml:4:51: condition.value must be a number"),
+    (GOOD.replace("id: nan", "id: my_kl"), "r.yaml:8:5: duplicate rule id 'my_kl' (first at line 2)"),
+    ("rules:\n  - id: x\n    metric: [kl\n", "r.yaml:4:1: not valid YAML"),
+    (GOOD + "    for: 0\n", "r.yaml:11:10: for must be an integer >= 1"),
 ])
-def test_rules_validation_errors_name_file_and_line(text, expected):
+def test_rules_validation_errors_name_file_line_and_column(text, expected):
     with pytest.raises(RulesError) as exc:
         parse_rules_text(text, "r.yaml")
     assert str(exc.value).startswith(expected), str(exc.value)

@@ -60,7 +60,7 @@ def monitor_command(
         rules=rule_list, run_dir=run_dir, cmd=[] if (use_stdin or follow) else args,
         follow=follow, stdin=use_stdin, preset=None if rules is not None else preset,
         auto_stop=not no_auto_stop, quiet=quiet, grace_int=grace_int, grace_term=grace_term,
-        shell=shell)
+        shell=shell, ignore_late_signals=True)
     try:
         res = run_monitor(config)
     except RunDirLocked as exc:

@@ -29,8 +29,9 @@ READ_CHUNK = 1 << 16  # default bytes per read_lines() call
 MAX_LINE = 16 * 1024 * 1024  # a longer "line" is split (or dropped), never held whole
 
 
-class NotARegularFile(InputError):
-    """The path is a FIFO, socket, device or folder: reading it could block or never end."""
+class NotARegularFile(InputError, OSError):
+    """The path is a FIFO, socket, device or folder: reading it could block or never end.
+    An OSError too, so code that handles "cannot open" handles this."""
 
 
 def file_kind(mode: int) -> str:

@@ -46,6 +46,7 @@ from rldk_engine.live.protocol import (
     EXIT_STOPPED,
     RunDirLocked,
     RunDirWriter,
+    Status,
     canonical_row,
     parse_flag,
 )
@@ -62,7 +63,8 @@ BATCH_LINES = 256  # lines handled between two flushes of the artifacts, at most
 QUEUE_LINES = 4096  # reader -> main loop backlog; bounded so a fast writer waits instead of growing memory
 KEEP_ALERTS = 1000  # alerts kept in memory for the summary; all of them are in alerts.jsonl
 CONTROL_POLL = 0.1
-TREE_POLL = 0.25  # seconds between two walks of the trainer's process tree
+TREE_POLL = 1.0  # seconds between two walks of the trainer's process tree (~5 ms each; the
+# stop and the exit walk it again, so this only bounds what the watchdog knows)
 FOLLOW_POLL = 0.05
 KEY_METRICS = ("kl", "approx_kl", "reward_mean", "entropy", "clip_frac", "grad_norm")
 SILENCE_LINES = 200  # lines read without one metric before the monitor says so
@@ -87,6 +89,9 @@ class MonitorConfig:
     passthrough: bool = True
     stop_signal: int = signal.SIGINT  # the first signal of a stop (a trainer's checkpoint signal)
     watchdog: bool = True  # a helper process stops the trainer if the monitor is SIGKILLed
+    # the CLI: after the run, late INT/TERM/HUP are ignored (the process only prints its
+    # summary and exits with the run's code) instead of restoring handlers that would die
+    ignore_late_signals: bool = False
 
 
 @dataclass
@@ -212,6 +217,8 @@ class Monitor:
         self.err = sys.stderr.buffer if config.passthrough else None
         # raises RunDirLocked when another monitor writes this run directory
         self.rundir = RunDirWriter(config.run_dir, self.report)
+        assert self.rundir.log_file is not None  # the monitor always keeps monitor.log
+        self.log_file = self.rundir.log_file
         self.control = self.rundir.control
         self.control_path = config.run_dir / CONTROL_JSONL
 
@@ -244,8 +251,8 @@ class Monitor:
 
     # -- status / control
 
-    def status(self) -> dict:
-        status = {
+    def status(self) -> Status:
+        status: Status = {
             "monitor_pid": os.getpid(),
             "child_pid": self.group.pid if self.group else None,
             "pgid": self.pgid,
@@ -267,7 +274,7 @@ class Monitor:
         }
         if self.notice is not None:
             status["notice"] = self.notice
-        status.update(self.status_extra)
+        status.update(self.status_extra)  # type: ignore[typeddict-item]  # keys other features own
         return status
 
     def write_status(self, force: bool = False) -> None:
@@ -300,7 +307,7 @@ class Monitor:
         self.rundir.flush()
 
     def handle_line(self, line: bytes) -> None:
-        self.rundir.log_file.add(line if line.endswith(b"\n") else line + b"\n")
+        self.log_file.add(line if line.endswith(b"\n") else line + b"\n")
         text = line.decode("utf-8", errors="replace").rstrip("\r\n")
         record = self.parser.feed(text)
         if record is None:
@@ -342,7 +349,7 @@ class Monitor:
         self.notice = silence_notice(lines, self._sample)
         self._status_dirty = True
         self.say(self.notice)  # --quiet silences stderr only; status.json and monitor.log keep it
-        self.rundir.log_file.add(f"rldk: {self.notice}\n".encode("utf-8", "replace"))
+        self.log_file.add(f"rldk: {self.notice}\n".encode("utf-8", "replace"))
 
     def handle_alerts(self, alerts: list[Alert]) -> None:
         for alert in alerts:
@@ -509,14 +516,14 @@ class Monitor:
     def _restore_signals(self, old) -> None:
         if old:
             for s, h in old.items():
-                signal.signal(s, h)
+                signal.signal(s, signal.SIG_IGN if self.cfg.ignore_late_signals else h)
 
     def _stop_leftovers(self) -> None:
         """The trainer is gone but processes of its tree live on (workers of an OOM-killed
         or crashed trainer, setsid daemons): they are orphans holding GPUs, so end them."""
         if self.group is None:
             return
-        if self.group.alive():
+        if self.group.has_leftovers():
             self.report(f"trainer exited but processes of its tree (group {self.group.pgid}) "
                         "were still running; stopping them")
             self.group.stop_leftovers(self.cfg.grace_term)

@@ -22,7 +22,6 @@ Standard library only (the monitor's hot path).
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -30,10 +29,10 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 KILL_WAIT = 2.0  # seconds to wait for the kernel after SIGKILL
-POLL = 0.01
+POLL = 0.02  # a /proc walk costs ~5 ms: poll the group at 50 Hz while stopping
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -49,6 +48,8 @@ def _prctl(option: int, arg: int) -> bool:
         return False
     try:
         if _libc is None:
+            import ctypes  # only where prctl exists, and only when a trainer is spawned
+
             _libc = ctypes.CDLL(None, use_errno=True)
         return _libc.prctl(option, arg, 0, 0, 0) == 0
     except (OSError, AttributeError):
@@ -71,26 +72,13 @@ def _death_signal_preexec(sig: int, parent: int) -> Callable[[], None]:
 # ----------------------------------------------------------------------------- /proc
 
 
-class ProcInfo(tuple):
-    """(ppid, pgid, state, starttime) of one process from /proc/PID/stat."""
+class ProcInfo(NamedTuple):
+    """One process as /proc/PID/stat shows it."""
 
-    __slots__ = ()
-
-    @property
-    def ppid(self) -> int:
-        return self[0]
-
-    @property
-    def pgid(self) -> int:
-        return self[1]
-
-    @property
-    def state(self) -> str:
-        return self[2]
-
-    @property
-    def start(self) -> int:
-        return self[3]
+    ppid: int
+    pgid: int
+    state: str  # "R", "S", ... "Z" for a zombie
+    start: int  # start time in clock ticks since boot: (pid, start) names one process
 
 
 def proc_info(pid: int) -> ProcInfo | None:
@@ -101,7 +89,7 @@ def proc_info(pid: int) -> ProcInfo | None:
         return None
     rest = stat[stat.rfind(b")") + 2:].split()
     try:
-        return ProcInfo((int(rest[1]), int(rest[2]), rest[0].decode(), int(rest[19])))
+        return ProcInfo(int(rest[1]), int(rest[2]), rest[0].decode(), int(rest[19]))
     except (IndexError, ValueError):
         return None
 
@@ -173,7 +161,7 @@ class ProcessGroup:
         info = proc_info(self.pid)
         self.start = info.start if info is not None else None
         self.known: dict[int, int] = {}  # descendant pid -> start time, once seen
-        self.escaped_seen = False
+        self._lock = threading.RLock()  # the loop's walk and the stopper thread's share `known`
         with _registry_lock:
             _OWN_CHILDREN.add(self.pid)
             _ACTIVE_GROUPS.add(self)
@@ -182,8 +170,14 @@ class ProcessGroup:
     def spawn(cls, args: Sequence[str], *, env: dict[str, str] | None = None,
               cwd: str | os.PathLike | None = None, stdin: Any = subprocess.DEVNULL,
               stdout: Any = subprocess.PIPE, stderr: Any = subprocess.PIPE, bufsize: int = -1,
-              death_signal: int | None = signal.SIGTERM, subreaper: bool = True) -> "ProcessGroup":
-        """Start `args` in a new session. Raises OSError when it cannot be started."""
+              death_signal: int | None = signal.SIGTERM, subreaper: bool = True,
+              **popen_kwargs: Any) -> "ProcessGroup":
+        """Start `args` in a new session. Raises OSError when it cannot be started.
+
+        death_signal: sent to the leader by the kernel if this process dies (Linux); None
+            for none. subreaper: make this process the child subreaper (Linux), so escaped
+            descendants can still be found. popen_kwargs (text, errors, encoding, ...) go
+            to subprocess.Popen as they are."""
         if subreaper:
             set_child_subreaper()
         preexec = None
@@ -191,84 +185,99 @@ class ProcessGroup:
             preexec = _death_signal_preexec(int(death_signal), os.getpid())
         proc = subprocess.Popen(list(args), stdin=stdin, stdout=stdout, stderr=stderr,
                                 start_new_session=True, env=env, cwd=cwd, bufsize=bufsize,
-                                preexec_fn=preexec)
+                                preexec_fn=preexec, **popen_kwargs)
         return cls(proc)
 
     # -- membership
 
     def refresh(self, table: dict[int, ProcInfo] | None = None) -> dict[int, ProcInfo]:
         """Walk /proc and remember every descendant (with its start time): children of the
-        trainer's tree, and orphans re-parented to us that no other group of ours claims."""
+        trainer's tree, descendants remembered before (a setsid daemon whose parent exited
+        may have been re-parented anywhere), and orphans re-parented to us (subreaper) that
+        no other group of ours could own. Dead entries are forgotten, our zombies reaped."""
         table = proc_table() if table is None else table
         if not table:
             return table
+        me = os.getpid()
         children: dict[int, list[int]] = {}
         for pid, info in table.items():
             children.setdefault(info.ppid, []).append(pid)
-        roots = [self.pid] + [p for p in self.known if p in table]
         with _registry_lock:
             others = _OWN_CHILDREN - {self.pid}
             alone = len(_ACTIVE_GROUPS) <= 1
-        if alone:  # an orphan re-parented to us is ours when no other group could own it
-            for pid in children.get(os.getpid(), ()):
-                info = table[pid]
-                if pid not in others and pid != self.pid and (self.start is None or info.start >= self.start):
-                    roots.append(pid)
-        seen = set()
-        stack = list(roots)
-        while stack:
-            pid = stack.pop()
-            if pid in seen or pid not in table:
-                continue
-            seen.add(pid)
-            if pid != self.pid:
-                known = self.known.get(pid)
-                if known is None:
-                    self.known[pid] = table[pid].start
-                elif known != table[pid].start:  # recycled pid: not ours any more
+        with self._lock:
+            for pid, start in list(self.known.items()):  # forget the dead and the recycled
+                now = table.get(pid)
+                if now is None or now.start != start:
                     del self.known[pid]
+                elif now.state == "Z" and now.ppid == me:
+                    self._reap(pid)
+            roots = [self.pid, *self.known]
+            if alone:  # an orphan re-parented to us is ours when no other group could own it
+                roots += [pid for pid in children.get(me, ())
+                          if pid not in others and pid != self.pid
+                          and (self.start is None or table[pid].start >= self.start)]
+            seen: set[int] = set()
+            stack = roots
+            while stack:
+                pid = stack.pop()
+                if pid in seen or pid not in table:
                     continue
-            stack.extend(children.get(pid, ()))
+                seen.add(pid)
+                if pid != self.pid:
+                    self.known[pid] = table[pid].start
+                stack.extend(children.get(pid, ()))
         return table
+
+    @staticmethod
+    def _reap(pid: int) -> None:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except OSError:  # not our child (or already reaped)
+            pass
 
     def _live_known(self, table: dict[int, ProcInfo]) -> list[int]:
         """Remembered descendants that still run as the same process (pid and start time)."""
-        alive = []
-        for pid, start in list(self.known.items()):
-            info = table.get(pid)
-            if info is None or info.start != start:
-                self.known.pop(pid, None)
-            elif info.state != "Z":
-                alive.append(pid)
-        return alive
+        with self._lock:
+            return [pid for pid, start in self.known.items()
+                    if (info := table.get(pid)) is not None and info.start == start and info.state != "Z"]
 
     def escaped(self, table: dict[int, ProcInfo] | None = None) -> list[int]:
         """Live descendants outside the trainer's process group (setsid, setpgid)."""
         table = self.refresh(table)
         out = [p for p in self._live_known(table) if table[p].pgid != self.pgid]
-        self.escaped_seen = self.escaped_seen or bool(out)
         return out
 
     def alive(self) -> bool:
-        """Any process of the group, or any remembered descendant, still running."""
+        """Any process of the group, or any remembered descendant, still running. Cheap
+        while the group is gone (no /proc walk): the stop polls it at 50 Hz."""
         self.proc.poll()  # reap our child so it is not a zombie group member
         self._reap_orphans()
-        table = proc_table()
-        if not table:  # no /proc: the group signal test is all we have
-            return group_alive(self.pgid)
-        if any(info.pgid == self.pgid and info.state != "Z" for info in table.values()):
-            return True
-        return bool(self.escaped(table))
+        try:
+            os.killpg(self.pgid, 0)
+            members = True
+        except ProcessLookupError:
+            members = False
+        except PermissionError:
+            members = True
+        if members:
+            table = proc_table()
+            if not table:  # no /proc: the group signal test is all we have
+                return True
+            if any(info.pgid == self.pgid and info.state != "Z" for info in table.values()):
+                return True
+            return bool(self.escaped(table))
+        with self._lock:
+            known = list(self.known.items())
+        return any((info := proc_info(pid)) is not None and info.start == start and info.state != "Z"
+                   for pid, start in known)
 
     def _reap_orphans(self) -> None:
         """Descendants re-parented to us (subreaper) are our zombies to collect."""
-        for pid in list(self.known):
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-            except OSError:
-                pass
+        with self._lock:
+            pids = list(self.known)
+        for pid in pids:
+            self._reap(pid)
 
     # -- signals
 
@@ -293,8 +302,9 @@ class ProcessGroup:
     def escalate(self, plan: Sequence[tuple[int, float]],
                  on_signal: Callable[[int], None] | None = None) -> bool:
         """Send each signal of the plan and wait its grace; True once everything is gone."""
-        for sig, grace in plan:
-            if not self.alive():
+        for index, sig_grace in enumerate(plan):
+            sig, grace = sig_grace
+            if index and not self.alive():  # the first signal goes out at once
                 return True
             if on_signal is not None:
                 on_signal(sig)
@@ -308,11 +318,18 @@ class ProcessGroup:
              on_signal: Callable[[int], None] | None = None) -> bool:
         return self.escalate(stop_plan(first_signal, grace, term_grace, kill_wait), on_signal)
 
+    def has_leftovers(self) -> bool:
+        """After the leader exited: does anything of its tree still run? One full walk, so
+        daemons re-parented to us since the last walk are found too."""
+        self.proc.poll()
+        self.refresh()
+        return self.alive()
+
     def stop_leftovers(self, term_grace: float = 0.5, kill_wait: float = KILL_WAIT) -> bool:
         """After the trainer exited: processes of its tree still running (workers of a
         crashed trainer, setsid daemons) are orphans holding GPUs; end them. False when
         there were none."""
-        if not self.alive():
+        if not self.has_leftovers():
             return False
         self.escalate([(int(signal.SIGTERM), term_grace), (int(signal.SIGKILL), kill_wait)])
         return True
@@ -339,7 +356,7 @@ class ProcessGroup:
 
 
 _WATCHDOG = r"""
-import json, os, secrets, signal, sys, time
+import json, os, signal, sys, time
 args = json.loads(sys.argv[1])
 pgid, status_path, grace, monitor = args["pgid"], args["status"], args["grace"], args["monitor"]
 leader_start = args["leader_start"]
@@ -424,7 +441,7 @@ if status.get("state") in (None, "starting", "running", "stopping"):
     status.update(state="lost", stop_reason=status.get("stop_reason") or "monitor_lost",
                   updated=time.time(), notice=what)
     status.setdefault("errors", []).append(what)
-    tmp = "%s.%s.tmp" % (os.path.join(os.path.dirname(status_path), "." + os.path.basename(status_path)), secrets.token_hex(8))
+    tmp = "%s.%s.tmp" % (os.path.join(os.path.dirname(status_path), "." + os.path.basename(status_path)), os.urandom(8).hex())
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o664)
         with os.fdopen(fd, "w") as fh:
@@ -467,7 +484,10 @@ class Watchdog:
         """Tell the watchdog about descendants it does not know yet."""
         if self.proc is None or self.proc.stdin is None:
             return
-        new = {p: s for p, s in self.group.known.items() if self._sent.get(p) != s}
+        with self.group._lock:
+            known = dict(self.group.known)
+        self._sent = {p: s for p, s in self._sent.items() if known.get(p) == s}  # forget the dead
+        new = {p: s for p, s in known.items() if self._sent.get(p) != s}
         if not new:
             return
         data = b"".join(b"pid %d %d\n" % (p, s) for p, s in new.items())

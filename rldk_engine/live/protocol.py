@@ -21,7 +21,6 @@ from __future__ import annotations
 import errno
 import math
 import os
-import secrets
 import stat
 import time
 from pathlib import Path
@@ -46,6 +45,7 @@ STATUS_MIN_INTERVAL = 0.5  # seconds between two status.json writes, unless forc
 STATUS_MAX_BYTES = 4 << 20  # a larger status.json is not ours: read as "not yet"
 CONTROL_MAX_LINE = 64 << 10  # a longer control line is skipped, never held in memory
 CONTROL_READ_MAX = 256 << 10  # bytes of control.jsonl read per poll
+CONTROL_SKIP_READ = 8 << 20  # ... while skipping an overlong line (only a newline search)
 
 # status.json "state"
 STATES = ("starting", "running", "stopping", "stopped", "exited", "failed", "lost")
@@ -166,7 +166,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     directory, created exclusively (O_EXCL|O_NOFOLLOW): another user who can write to the
     directory can neither pre-create nor redirect it."""
     for _ in range(16):
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+        tmp = path.with_name(f".{path.name}.{os.urandom(8).hex()}.tmp")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
                          | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
@@ -388,6 +388,7 @@ class RunDirWriter:
             make_run_dir(self.run_dir)
         except OSError as exc:
             report(f"cannot create run dir {self.run_dir}: {os_reason(exc)}")
+            lock = False  # nothing to lock; the files below report themselves
         if lock:
             try:
                 self.lock.acquire()
@@ -441,7 +442,9 @@ class ControlChannel:
         if self.disabled:
             return []
         try:
-            lines = self.tail.read_lines(CONTROL_READ_MAX)
+            # inside an overlong line nothing is kept, so larger reads cost only a newline
+            # search: a 100 MB line is skipped in about a second of polls, not minutes
+            lines = self.tail.read_lines(CONTROL_SKIP_READ if self.tail.skipping else CONTROL_READ_MAX)
         except OSError as exc:
             self.disabled = True  # a FIFO or a symlink: never read it again
             self.report(f"{self.path}: {os_reason(exc)}; control commands are ignored")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import operator
+import os
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
@@ -31,6 +32,7 @@ from typing import Any, Iterable
 
 from rldk_engine.constants import MAD_TO_SIGMA, SEVERITY_ORDER
 from rldk_engine.ingest.metrics import canonical_name  # the alias table: standard library only
+from rldk_engine.ingest.tail import open_regular
 from rldk_engine.live.protocol import json_number  # noqa: F401  (re-exported: Alert rows use it)
 
 SEVERITIES = SEVERITY_ORDER
@@ -145,9 +147,22 @@ class _Where:
         self.source = source
 
     def error(self, node: Any, reason: str) -> RulesError:
-        line = getattr(getattr(node, "start_mark", None), "line", None)
-        where = f"{self.source}:{line + 1}" if line is not None else self.source
-        return RulesError(f"{where}: {reason}")
+        return RulesError(f"{_at(self.source, getattr(node, 'start_mark', None))}: {reason}")
+
+
+def _at(source: str, mark: Any) -> str:
+    """'file:line:column' (1-based) from a yaml mark; the file alone without one."""
+    line = getattr(mark, "line", None)
+    if line is None:
+        return source
+    column = getattr(mark, "column", None)
+    return f"{source}:{line + 1}" + (f":{column + 1}" if column is not None else "")
+
+
+MAX_RULES_BYTES = 1 << 20  # a rules file is a few KB; a larger one is refused, not read
+MAX_DEPTH = 32  # rules nest 4 deep; deeper YAML is refused before it is composed
+MAX_COUNT = 1_000_000  # steps/window sizes above this are typos (and would hold memory)
+_SHOWN = 40  # characters of a bad value quoted in a message
 
 
 def _node_map(node: Any, where: _Where, what: str) -> dict[str, tuple[Any, Any]]:
@@ -170,7 +185,14 @@ def _scalar(node: Any, where: _Where, what: str) -> Any:
 
     if not isinstance(node, yaml.ScalarNode):
         raise where.error(node, f"{what} must be a single value")
-    return yaml.safe_load(yaml.serialize(node))  # typed scalar, never code
+    try:
+        return yaml.safe_load(yaml.serialize(node))  # typed scalar, never code
+    except (ValueError, OverflowError, TypeError, AttributeError, yaml.YAMLError) as exc:
+        # a bad !!int/!!float/!!timestamp, an integer of thousands of digits, an unknown tag
+        shown = node.value if len(node.value) <= _SHOWN else node.value[:_SHOWN] + "…"
+        tag = node.tag.rsplit(":", 1)[-1]
+        why = "too many digits" if "digits" in str(exc) else f"not a valid {tag}"
+        raise where.error(node, f"{what}: cannot read {shown!r} ({why})") from None
 
 
 def _number(node: Any, where: _Where, what: str) -> float:
@@ -180,15 +202,24 @@ def _number(node: Any, where: _Where, what: str) -> float:
             v = float(str(v))
         except ValueError:
             raise where.error(node, f"{what} must be a number, got '{node.value}'") from None
-    if math.isnan(float(v)):
+    try:
+        x = float(v)
+    except OverflowError:
+        x = math.inf
+    if math.isnan(x):
         raise where.error(node, f"{what} must not be NaN")
-    return float(v)
+    if math.isinf(x):
+        raise where.error(node, f"{what} is out of range (must be a finite number)")
+    return x
 
 
 def _int(node: Any, where: _Where, what: str, minimum: int = 1) -> int:
     v = _scalar(node, where, what)
+    shown = node.value if len(node.value) <= _SHOWN else node.value[:_SHOWN] + "…"
     if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-        raise where.error(node, f"{what} must be an integer >= {minimum}, got '{node.value}'")
+        raise where.error(node, f"{what} must be an integer >= {minimum}, got '{shown}'")
+    if v > MAX_COUNT:
+        raise where.error(node, f"{what} is out of range (at most {MAX_COUNT}), got '{shown}'")
     return v
 
 
@@ -299,12 +330,14 @@ def parse_rules_text(text: str, source: str = "<rules>") -> list[Rule]:
 
     where = _Where(source)
     try:
+        _check_depth(text, source)  # the composer recurses: refuse deep nesting first
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
         reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise RulesError(f"{source}{line}: not valid YAML ({reason})") from None
+        raise RulesError(f"{_at(source, mark)}: not valid YAML ({reason})") from None
+    except RecursionError:
+        raise RulesError(f"{source}: not valid rules (nested too deeply)") from None
     if root is None:
         raise RulesError(f"{source}: empty rules file")
     if isinstance(root, yaml.MappingNode):
@@ -326,12 +359,39 @@ def parse_rules_text(text: str, source: str = "<rules>") -> list[Rule]:
     return rules
 
 
-def load_rules(path: str | Path) -> list[Rule]:
+def _check_depth(text: str, source: str) -> None:
+    """Walk the YAML events (the parser is a loop, not a recursion) and refuse nesting
+    deeper than MAX_DEPTH at the line and column where it happens."""
+    import yaml
+
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise RulesError(f"{_at(source, event.start_mark)}: not valid rules "
+                                 f"(nested more than {MAX_DEPTH} levels deep)")
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
+
+
+def load_rules(path: str | os.PathLike) -> list[Rule]:
+    """A rules YAML file; every problem is a RulesError with a one-line message. Only a
+    regular file is read (a FIFO would block), at most MAX_RULES_BYTES of it."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RulesError(f"{p}: cannot read rules file ({exc.__class__.__name__}: {exc})") from None
+        fd = open_regular(p)
+        with open(fd, "rb") as fh:
+            data = fh.read(MAX_RULES_BYTES + 1)
+    except OSError as exc:
+        reason = getattr(exc, "reason", None) or (exc.strerror or str(exc)).lower()
+        raise RulesError(f"{p}: cannot read rules file ({reason})") from None
+    if len(data) > MAX_RULES_BYTES:
+        raise RulesError(f"{p}: rules file larger than {MAX_RULES_BYTES // 1024} KB; refused")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RulesError(f"{p}: not UTF-8 text (byte {exc.start})") from None
     return parse_rules_text(text, str(p))
 
 
@@ -572,10 +632,10 @@ class Guard:
     mapped through rldk_engine.ingest.metrics. should_stop stays True once a stop rule fired.
     """
 
-    def __init__(self, preset: str | None = "ppo", rules: list[Rule] | str | Path | None = None):
+    def __init__(self, preset: str | None = "ppo", rules: list[Rule] | str | os.PathLike | None = None):
         if rules is None:
             rule_list = preset_rules(preset or "ppo")
-        elif isinstance(rules, (str, Path)):
+        elif isinstance(rules, (str, os.PathLike)):
             rule_list = load_rules(rules)
         else:
             rule_list = list(rules)

@@ -33,10 +33,10 @@ def plot_kl_trace(run_dir: str | Path, out_png: str | Path, threshold: float = 0
     ax.plot(steps, values, marker="o", markersize=3, linewidth=1.5, label=metric)
     ax.axhline(threshold, color="tab:red", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
     for a in stops:
-        step, value = a.get("step"), _as_float(a.get("value"))
+        step, value = _as_float(a.get("step")), _as_float(a.get("value"))
         ax.axvline(step, color="black", linewidth=1, alpha=0.6)
         ax.scatter([step], [value], s=90, marker="X", color="tab:red", zorder=5,
-                   label=f"stop: {a.get('rule')} @ step {step}")
+                   label=f"stop: {a.get('rule')} @ step {a.get('step')}")
     ax.set_xlabel("step")
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} trace ({run_dir})")
