@@ -9,6 +9,10 @@ forces the KL coefficient to 0 and raises the learning rate, so KL (token-averag
 the reference) crosses 0.35 around step 20 and keeps rising.
 
 Prints one JSON line per step on stdout with TRL-style keys and "step".
+
+Keeps the work when stopped: with --output-dir, a Ctrl-C (or the SIGINT `rldk-engine
+monitor` sends first on a stop) saves `step_N.pt` (N = the last completed step) before
+exiting 130; --save-every K also saves every K steps.
 """
 
 from __future__ import annotations
@@ -39,7 +43,18 @@ def parse_args(argv=None):
     p.add_argument("--sleep", type=float, default=0.0, help="seconds to sleep per step")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--output-dir", default=None, help="where checkpoints go (step_N.pt)")
+    p.add_argument("--save-every", type=int, default=0, help="also save every K steps (0 = only on SIGINT)")
     return p.parse_args(argv)
+
+
+def save_checkpoint(output_dir: str, policy, opt, step: int) -> str:
+    import torch
+
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, f"step_{step}.pt")
+    torch.save({"step": step, "policy": policy.state_dict(), "optimizer": opt.state_dict()}, path)
+    return path
 
 
 def seed_everything(seed: int | None):
@@ -149,41 +164,58 @@ def main(argv=None) -> int:
     lr = args.lr if args.lr is not None else 1e-3
     opt = torch.optim.Adam(policy.parameters(), lr=lr)
     kl_ctl = AdaptiveKL(init=0.3, target=0.08, horizon=500)
+    done = -1  # the last completed step: what a checkpoint holds
+    try:
+        for step in range(args.steps):
+            _train_step(args, step, lr, seed, policy, ref, opt, kl_ctl)
+            done = step
+            if args.output_dir and args.save_every > 0 and (step + 1) % args.save_every == 0:
+                save_checkpoint(args.output_dir, policy, opt, step)
+            if args.sleep > 0:
+                time.sleep(args.sleep)
+    except KeyboardInterrupt:  # the monitor's first signal on a stop: keep the work, then exit
+        if args.output_dir and done >= 0:
+            print(f"interrupted: saved {save_checkpoint(args.output_dir, policy, opt, done)}",
+                  file=sys.stderr, flush=True)
+        raise
+    return 0
+
+
+def _train_step(args, step, lr, seed, policy, ref, opt, kl_ctl) -> None:
+    """One PPO/GRPO step; prints its metrics as one JSON line."""
+    import torch
+
     batch = args.batch
     group = 8
-    for step in range(args.steps):
-        t0 = time.perf_counter()
-        runaway = args.runaway and step >= args.runaway_at
-        if runaway and step == args.runaway_at:
-            for g in opt.param_groups:  # the "someone tripled the LR and disabled KL" bug
-                g["lr"] = lr * 1.5
-        if args.algo == "grpo":
-            prompts = torch.randint(1, VOCAB, (batch // group,)).repeat_interleave(group)
-        else:
-            prompts = torch.randint(1, VOCAB, (batch,))
-        tokens, mask = sample(policy, prompts)
-        scores = reward_model(tokens, mask)
-        with torch.no_grad():
-            old_logp, old_all, old_values = logprobs_of(policy, tokens)
-            ref_logp, ref_all, _ = logprobs_of(ref, tokens)
-            # exact per-token KL(pi || ref) over the vocabulary, token-averaged
-            kl_tok = (old_all.exp() * (old_all - ref_all)).sum(-1)
-            kl_mean = float(masked_mean(kl_tok, mask))
-            kl_sampled = old_logp - ref_logp  # TRL's per-token penalty (k1 estimator)
-        if args.algo == "grpo":
-            out = grpo_update(policy, opt, tokens, mask, scores, old_logp, ref_all, kl_mean,
-                              beta=0.0 if runaway else 1.0, group=group)
-        else:
-            out = ppo_update(policy, opt, tokens, mask, scores, old_logp, old_values,
-                             kl_sampled, kl_ctl, kl_mean, runaway=runaway)
-        if not runaway:
-            kl_ctl.update(kl_mean, batch)
-        out["step"] = step
-        out["time/step_s"] = round(time.perf_counter() - t0, 6) if seed is None else 0.0
-        print(json.dumps(out), flush=True)
-        if args.sleep > 0:
-            time.sleep(args.sleep)
-    return 0
+    t0 = time.perf_counter()
+    runaway = args.runaway and step >= args.runaway_at
+    if runaway and step == args.runaway_at:
+        for g in opt.param_groups:  # the "someone tripled the LR and disabled KL" bug
+            g["lr"] = lr * 1.5
+    if args.algo == "grpo":
+        prompts = torch.randint(1, VOCAB, (batch // group,)).repeat_interleave(group)
+    else:
+        prompts = torch.randint(1, VOCAB, (batch,))
+    tokens, mask = sample(policy, prompts)
+    scores = reward_model(tokens, mask)
+    with torch.no_grad():
+        old_logp, old_all, old_values = logprobs_of(policy, tokens)
+        ref_logp, ref_all, _ = logprobs_of(ref, tokens)
+        # exact per-token KL(pi || ref) over the vocabulary, token-averaged
+        kl_tok = (old_all.exp() * (old_all - ref_all)).sum(-1)
+        kl_mean = float(masked_mean(kl_tok, mask))
+        kl_sampled = old_logp - ref_logp  # TRL's per-token penalty (k1 estimator)
+    if args.algo == "grpo":
+        out = grpo_update(policy, opt, tokens, mask, scores, old_logp, ref_all, kl_mean,
+                          beta=0.0 if runaway else 1.0, group=group)
+    else:
+        out = ppo_update(policy, opt, tokens, mask, scores, old_logp, old_values,
+                         kl_sampled, kl_ctl, kl_mean, runaway=runaway)
+    if not runaway:
+        kl_ctl.update(kl_mean, batch)
+    out["step"] = step
+    out["time/step_s"] = round(time.perf_counter() - t0, 6) if seed is None else 0.0
+    print(json.dumps(out), flush=True)
 
 
 def _optimize(policy, opt, loss) -> float:

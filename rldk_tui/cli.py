@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -20,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rules", help="YAML rules file (replaces the preset's rules)")
     run.add_argument("--run-dir", help="run directory (default: rldk_runs/<time>-<pid>)")
     run.add_argument("--baseline", help="a log to overlay on the charts (any format rldk reads)")
+    run.add_argument("--notify", action="append", default=[], metavar="URL",
+                     help="Apprise URL for critical alerts and the stop (repeatable)")
     run.add_argument("cmd", nargs=argparse.REMAINDER, help="the trainer command, after --")
 
     watch = sub.add_parser(
@@ -70,6 +73,14 @@ def config_for(argv: list[str] | None):
             load_rules(args.rules) if args.rules else preset_rules(args.preset)
         except RulesError as error:
             raise UsageError(str(error)) from None
+        if args.notify:  # handed to the headless monitor through its environment (RLDK_NOTIFY)
+            from rldk_engine.live.notify import NOTIFY_ENV, NotifyError, build_apprise
+
+            try:
+                build_apprise(args.notify)
+            except NotifyError as error:
+                raise UsageError(str(error)) from None
+            os.environ[NOTIFY_ENV] = " ".join(args.notify)
         run_dir = Path(args.run_dir) if args.run_dir else default_run_dir()
         return AppConfig(run_dir=run_dir, launch_cmd=cmd, preset=args.preset,
                          rules=args.rules, workspace=run_dir.parent, baseline=args.baseline)

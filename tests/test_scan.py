@@ -134,3 +134,41 @@ def test_doctored_kl_spike_fixture_is_diagnosed_and_plotted(tmp_path: Path):
     assert serious["advantage_bias"]["evidence"]["mean"] == pytest.approx(0.237, abs=0.02)
     assert (plots / "forensics_kl_spike.png").is_file()
     assert entry["health"]["overall"] < 0.6
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_a_run_without_canonical_metrics_is_no_metrics_never_healthy(tmp_path: Path):
+    log = _jsonl(tmp_path / "odd" / "log.jsonl", [{"step": i, "foo": i, "bar": 1} for i in range(30)])
+    report = scan_paths([log])
+    run = report["runs"][0]
+    assert run["health"] == {"overall": None, "stability": None}
+    assert any("no metrics" in e for e in report["errors"])
+    result = CliRunner().invoke(app, ["scan", str(log)])
+    assert result.exit_code == 2 and "no metrics" in result.output
+    good = write_jsonl(tmp_path / "good.jsonl", spike=False)
+    mixed = CliRunner().invoke(app, ["scan", str(log), str(good)])
+    assert mixed.exit_code == 0 and "no metrics" in mixed.output and "n/a" in mixed.output
+
+
+def test_scan_of_a_monitor_run_dir_includes_the_guardrails_stop(tmp_path: Path):
+    """A run the live guardrail stopped never scans as healthy, however short it is."""
+    rundir = tmp_path / "rd"
+    _jsonl(rundir / "run.jsonl", [{"step": i, "kl": 0.04 + 0.001 * (i % 3)} for i in range(12)])
+    _jsonl(rundir / "alerts.jsonl", [{
+        "time": 0.0, "step": 11, "rule": "kl_spike", "metric": "kl", "value": 0.5,
+        "threshold": 0.35, "severity": "critical", "action": "stop",
+        "message": "KL above 0.35 for 5 consecutive steps", "event": "fire"}])
+    report = scan_paths([rundir])
+    (run,) = report["runs"]
+    guard = [a for a in run["anomalies"] if a["evidence"].get("source") == "guardrail"]
+    assert guard and guard[0]["severity"] == "critical" and guard[0]["rule"] == "kl_spike"
+    assert run["health"]["overall"] < 0.9
+    result = CliRunner().invoke(app, ["scan", str(rundir), "--fail-on", "warning"])
+    assert result.exit_code == 1
+    (rundir / "alerts.jsonl").unlink()
+    assert scan_paths([rundir])["runs"][0]["health"]["overall"] == 1.0

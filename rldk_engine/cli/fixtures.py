@@ -41,12 +41,16 @@ def doctor_command(
     out: Annotated[Path, typer.Option("--out", help="Folder for ppo_scan.json and determinism_card.json.")] = REPORTS,
     preset: Annotated[str, typer.Option("--preset", help="auto | ppo | grpo")] = "auto",
     jobs: Annotated[int, typer.Option("--jobs", min=1, help="Runs scanned in parallel.")] = 1,
+    checkpoints: Annotated[Optional[list[Path]], typer.Option(
+        "--checkpoints", help="Trainer output folder with checkpoints, for the resume plan "
+                              "(default: the folder of each log).")] = None,
 ) -> None:
     """Scan the logs and audit this environment; every finding comes with its fix."""
-    raise typer.Exit(run_doctor_cli([str(p) for p in paths], out, preset, jobs))
+    raise typer.Exit(run_doctor_cli([str(p) for p in paths], out, preset, jobs, checkpoints))
 
 
-def run_doctor_cli(paths: list[str], out: Path, preset: str, jobs: int) -> int:
+def run_doctor_cli(paths: list[str], out: Path, preset: str, jobs: int,
+                   checkpoints: list[Path] | None = None) -> int:
     """Shared by `rldk-engine doctor` and the `rldk` compatibility commands."""
     from rldk_engine.errors import InputError
     from rldk_engine.forensics.doctor import run_doctor
@@ -55,7 +59,7 @@ def run_doctor_cli(paths: list[str], out: Path, preset: str, jobs: int) -> int:
         _console(stderr=True).print(f"error: --preset must be auto, ppo or grpo (got {preset!r})")
         return 2
     try:
-        result = run_doctor(paths, out, preset, jobs)
+        result = run_doctor(paths, out, preset, jobs, checkpoint_dirs=checkpoints)
     except (InputError, OSError, ValueError) as exc:
         _console(stderr=True).print(f"error: {exc}")
         return 2
@@ -79,8 +83,7 @@ def _print_doctor(result) -> None:
         health = run.get("health", {})
         runs.add_row(run["run_id"], str(run.get("n_steps", "")), str(len(serious)),
                      str(len(anomalies) - len(serious)),
-                     f"{health.get('overall', float('nan')):.2f}",
-                     f"{health.get('stability', float('nan')):.2f}")
+                     _score(health.get('overall')), _score(health.get('stability')))
         for a in serious:
             findings.add_row(run["run_id"], a["rule"], f"{a['start_step']}-{a['end_step']}",
                              a["severity"], a["fix"])
@@ -95,7 +98,14 @@ def _print_doctor(result) -> None:
     console.print(env_table)
     for err in result.report.get("errors", []):
         console.print(f"[yellow]skipped[/]: {err}")
-    console.print(f"wrote {result.scan_path} and {result.card_path}")
+    from rich.text import Text
+
+    from rldk_engine.resume import plan_text
+
+    for entry in result.plans:  # what to resume from, for the runs that went wrong
+        if entry["resume"].get("first_bad_step") is not None:
+            console.print(Text(f"{entry['run_id']}: {plan_text(entry['resume'])}"))
+    console.print(Text(f"wrote {result.scan_path}, {result.card_path} and {result.plan_path}"))
 
 
 def matrix_command(
@@ -115,9 +125,14 @@ def eval_detectors_command(
     out: Annotated[Path, typer.Option("--out", help="Folder for detector_quality.md/.json.")] = REPORTS,
     steps: Annotated[int, typer.Option("--steps", min=50, help="Steps per fixture run.")] = 1000,
     tolerance: Annotated[Optional[int], typer.Option("--tolerance", min=0, help="Window slack in steps.")] = None,
+    real: Annotated[Optional[Path], typer.Option("--real", help="Score a folder of labelled real logs (DIR/<run>/label.json) instead of the synthetic fixtures.")] = None,
 ) -> None:
     """Precision, recall and lead time per rule, offline detectors and streaming guardrails."""
     from rich.table import Table
+
+    if real is not None:
+        _eval_real(real, out)
+        return
 
     from rldk_engine.devtools.quality import TOLERANCE, evaluate, write_quality
 
@@ -137,6 +152,43 @@ def eval_detectors_command(
     console.print(f"wrote {md_path} and {json_path}")
 
 
+def _eval_real(root: Path, out: Path) -> None:
+    from rich.table import Table
+
+    from rldk_engine.devtools.real_eval import evaluate_real, write_real
+
+    console = _console()
+    if not root.is_dir():
+        console.print(f"rldk-engine eval-detectors: {root}: not a folder", markup=False)
+        raise typer.Exit(2)
+    result = evaluate_real(root)
+    if not result["runs"]:
+        console.print(f"rldk-engine eval-detectors: {root}: no run folder with a label.json", markup=False)
+        raise typer.Exit(2)
+    json_path, md_path = write_real(result, out)
+    table = Table(title=f"Detector quality on real logs ({result['healthy_runs']} healthy, "
+                        f"{result['failing_runs']} failing runs)")
+    for column in ("mode", "recall", "precision", "warning+ on healthy", "median delay (steps)"):
+        table.add_column(column)
+    for mode in ("offline", "streaming"):
+        o = result[mode]["overall"]
+        table.add_row(mode, _num(o["recall"]), _num(o["precision"]),
+                      str(o["healthy_run_findings"]), _num(o["median_delay_steps"]))
+    console.print(table)
+    per_rule = Table(title="offline, per rule")
+    for column in ("rule", "failures", "recall", "precision", "on healthy", "median delay"):
+        per_rule.add_column(column)
+    for rule, s in result["offline"]["per_rule"].items():
+        per_rule.add_row(rule, str(s["failures"]), _num(s["recall"]), _num(s["precision"]),
+                         str(s["healthy_run_findings"]), _num(s["median_delay_steps"]))
+    console.print(per_rule)
+    for message in result["errors"]:
+        console.print(message, markup=False)
+    verdict = "[green]met[/]" if result["offline_meets_targets"] else "[red]not met[/]"
+    console.print(f"offline targets (recall >= 0.9, nothing at warning+ on healthy runs): {verdict}")
+    console.print(f"wrote {md_path} and {json_path}", markup=False)
+
+
 def _num(x) -> str:
     return "-" if x is None else f"{x:.3f}"
 
@@ -146,3 +198,7 @@ def register(app: typer.Typer) -> None:
     app.command("doctor")(doctor_command)
     app.command("matrix")(matrix_command)
     app.command("eval-detectors")(eval_detectors_command)
+
+
+def _score(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}"

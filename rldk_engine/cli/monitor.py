@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -21,8 +22,11 @@ def monitor_command(
     no_auto_stop: bool = typer.Option(False, "--no-auto-stop", help="stop rules only alert"),
     shell: bool = typer.Option(False, "--shell", help="run ONE command string through /bin/sh -c (quote it: --shell -- 'train.py | tee log')"),
     quiet: bool = typer.Option(False, "--quiet", help="no monitor messages or summary (child output still passes through)"),
-    grace_int: float = typer.Option(0.5, "--grace-int", help="seconds after SIGINT before SIGTERM"),
+    grace_int: float = typer.Option(0.5, "--grace", "--grace-int", help="seconds after the first stop signal before SIGTERM (time to save a checkpoint)"),
     grace_term: float = typer.Option(0.5, "--grace-term", help="seconds after SIGTERM before SIGKILL"),
+    stop_signal: str = typer.Option("SIGINT", "--stop-signal", help="first signal of a stop: the trainer's own checkpoint signal, e.g. SIGUSR1"),
+    notify: Optional[list[str]] = typer.Option(None, "--notify", envvar="RLDK_NOTIFY", help="Apprise URL for critical alerts and the stop (repeatable): ntfy://topic, slack://..., json://host/path"),
+    checkpoints: Optional[list[Path]] = typer.Option(None, "--checkpoints", help="trainer output folder with checkpoints for the resume plan (default: --output_dir & co. in CMD)"),
 ) -> None:
     """Run CMD (after `--`), `--follow FILE`, or `-` (stdin) under guardrails.
 
@@ -54,18 +58,48 @@ def monitor_command(
             check_regular(follow)  # a FIFO or device would block the reader forever
         except NotARegularFile as exc:
             _usage(f"cannot follow {exc}")
+    parsed_signal = parse_signal(stop_signal)
+    if parsed_signal is None:
+        _usage(f"--stop-signal: unknown signal {stop_signal!r} (e.g. SIGINT, SIGUSR1, SIGTERM or a number)")
+    first_signal = parsed_signal if parsed_signal is not None else 2  # _usage raised: never 2 here
+    if grace_int < 0 or grace_term < 0:
+        _usage("--grace and --grace-term must be >= 0")
+    os.environ.pop("RLDK_NOTIFY", None)  # URLs carry secrets: never in the trainer's environment
+    if notify:
+        from rldk_engine.live.notify import NotifyError, build_apprise
+
+        try:
+            build_apprise(notify)  # a URL Apprise cannot use is bad usage, found before the run
+        except NotifyError as exc:
+            _usage(str(exc))
     if run_dir is None:
         run_dir = Path("rldk_runs") / time.strftime("%Y%m%d-%H%M%S")
     config = MonitorConfig(
         rules=rule_list, run_dir=run_dir, cmd=[] if (use_stdin or follow) else args,
         follow=follow, stdin=use_stdin, preset=None if rules is not None else preset,
         auto_stop=not no_auto_stop, quiet=quiet, grace_int=grace_int, grace_term=grace_term,
-        shell=shell, ignore_late_signals=True)
+        shell=shell, stop_signal=first_signal, notify=list(notify or []),
+        checkpoints=list(checkpoints or []), ignore_late_signals=True)
     try:
         res = run_monitor(config)
     except RunDirLocked as exc:
         _usage(str(exc))
     raise typer.Exit(res.exit_code)
+
+
+def parse_signal(text: str) -> int | None:
+    """"SIGUSR1", "usr1" or "10" -> the signal number; None when there is no such signal."""
+    import signal
+
+    name = text.strip().upper()
+    if name.isdigit():
+        try:
+            return int(signal.Signals(int(name)))
+        except ValueError:
+            return None
+    name = name if name.startswith("SIG") else "SIG" + name
+    sig = getattr(signal, name, None)
+    return int(sig) if isinstance(sig, signal.Signals) else None
 
 
 def _usage(message: str) -> None:

@@ -50,12 +50,16 @@ def scan_command(
         report = _run_scan(paths, preset, jobs, fmt, err, backend, ray_address)
     except RayUnavailable as exc:
         usage(str(exc))
-    if report["runs"]:
+    from rldk_engine.forensics.scan import scored_runs
+
+    if scored_runs(report):
         for message in report["errors"]:
             err.print(message, markup=False)
-    else:
+    else:  # nothing readable, or nothing with a metric to judge
         first = report["errors"][0] if report["errors"] else f"{paths[0]}: nothing readable"
-        usage(f"nothing readable ({first})")
+        if out and report["runs"]:
+            _write_report(report, out, usage)
+        usage(f"nothing readable ({first})" if not report["runs"] else first)
 
     Console().print(_summary_table(report))
     if out:
@@ -99,7 +103,8 @@ def _summary_table(report: dict):
             counts[a["severity"]] += 1
         serious = sorted({a["rule"] for a in run["anomalies"] if a["severity"] != "info"})
         h = run["health"]
-        table.add_row(run["run_id"], run["format"], str(run["n_steps"]), f"{h['overall']:.2f}",
+        table.add_row(run["run_id"], run["format"], str(run["n_steps"]),
+                      "n/a" if h["overall"] is None else f"{h['overall']:.2f}",
                       str(counts["critical"]), str(counts["warning"]),
                       str(counts["info"]), ", ".join(serious) or "-")
     return table

@@ -72,6 +72,10 @@ MAX_INFO_PER_METRIC = 10  # keep the largest isolated blips only: few, precise f
 LENGTH_ALONE = 2.5  # length growth that is an explosion even without truncation data
 ENTROPY_LAG = 3 * TRAILING
 HACK_LAG = 4 * TRAILING  # reward_hacking compares with the level this many points back
+REWARD_COLLAPSE_RANGE = 0.3  # a collapse loses at least this part of the range achieved
+ENTROPY_FLOOR_NATS = 0.01  # a discrete policy this close to 0 nats is (near) deterministic
+ENTROPY_FLOOR_FRACTION = 0.02  # ... and 50x below where the run started
+CONTINUOUS_MARKERS = ("train/std", "std", "action_std", "policy/std", "train/log_std")
 
 
 @dataclass
@@ -164,7 +168,13 @@ def _diff_sigma(x: np.ndarray) -> float:
 
 
 def _rolling_trailing(v: np.ndarray, window: int, warm: int) -> tuple[np.ndarray, np.ndarray]:
-    """Median and MAD of v[i-window:i] for each i; early points use the first clean window."""
+    """Median and MAD of v[i-window:i] for each i; early points use the first clean window.
+
+    The first clean window (the `window` points after warm-up) is the only look-ahead: a
+    ramp at the start of training (KL rising from 0) would otherwise read as a spike
+    against the few points before it. Once a run is longer than warm-up + window, the
+    baseline of a step range no longer changes as the run grows.
+    """
     m = v.size
     start = min(warm, max(m - 3, 0))
     ref = v[start:]
@@ -484,6 +494,17 @@ def detect_advantage_bias(run) -> list[Anomaly]:
     return _cap_info(out)
 
 
+def _initial_level(x: np.ndarray, k: int = 3) -> float:
+    """The run's first logged values (before any training effect can hide them)."""
+    return float(np.median(x[: max(1, min(k, x.size))]))
+
+
+def _is_continuous_entropy(run, x: np.ndarray) -> bool:
+    """Differential entropy of a continuous (Gaussian) policy: it can be negative, and a
+    logged action std says the policy is continuous."""
+    return bool((x < 0).any()) or any(name in run.columns for name in CONTINUOUS_MARKERS)
+
+
 def detect_entropy_collapse(run) -> list[Anomaly]:
     ser = _series(run, "entropy")
     if ser is None:
@@ -491,19 +512,48 @@ def detect_entropy_collapse(run) -> list[Anomaly]:
     steps, x = ser
     warm = warmup_points(x.size)
     med, _ = trailing_baseline(x, warm)
-    # sudden: far below the trailing median; or fast: 8x down within ENTROPY_LAG points
-    # (healthy LLM runs lose entropy 10x over hundreds of steps, ~4x per 90 at most)
+    if _is_continuous_entropy(run, x):
+        # differential entropy: no ratio to the initial value means anything (it crosses
+        # 0); a collapse is a fall far faster than the run's own trend: > 2.3 nats (the
+        # action std 10x smaller) below the trailing median
+        sig = diff_sigma(x)
+        hit = x < med - max(2.3, 8 * sig)
+        hit[:warm] = False
+
+        def stay_c(i0: int, idx: np.ndarray) -> np.ndarray:
+            return x[idx] < med[i0] - max(1.15, 4 * sig)
+
+        windows = extend_windows(hit_windows(hit, max_gap=2), stay_c, x.size)
+        return _windows_to_anomalies(
+            "entropy_collapse", "entropy", steps, x, med, windows, warm, persist=5, long=50,
+            is_extreme=lambda p, b: b - p > 4.6,
+            describe=lambda p, b, n: (f"differential entropy fell to {p:.4g} from {b:.4g} (far "
+                                      f"faster than its trend) for {n} logged steps"),
+            higher_is_worse=False,
+        )
+    # discrete policy. sudden: far below the trailing median; fast: 8x down within
+    # ENTROPY_LAG points (healthy LLM runs lose entropy 10x over hundreds of steps, ~4x
+    # per 90 at most); floor: near 0 compared with the run's first values, which no
+    # warm-up can hide (a collapse inside the first rollouts builds a collapsed baseline)
     ref = np.maximum(med, med[np.clip(np.arange(x.size) - ENTROPY_LAG, 0, None)])
     pos = med > 0
     hit = pos & ((x < 0.35 * med) | (x < 0.12 * ref))
     hit[:warm] = False
+    initial = _initial_level(x)
+    floor = (x < ENTROPY_FLOOR_NATS) & (x < ENTROPY_FLOOR_FRACTION * initial)
+    floor[0] = False  # the first value defines the initial level
+    hit |= floor
+    base = np.where(floor, initial, med)
 
     def stay(i0: int, idx: np.ndarray) -> np.ndarray:
-        return x[idx] < 0.6 * med[i0]
+        return (x[idx] < 0.6 * med[i0]) | ((x[idx] < ENTROPY_FLOOR_NATS)
+                                          & (x[idx] < ENTROPY_FLOOR_FRACTION * initial))
 
     windows = extend_windows(hit_windows(hit, max_gap=2), stay, x.size)
+    # the floor test needs no baseline: its points count as evidence even in warm-up
     return _windows_to_anomalies(
-        "entropy_collapse", "entropy", steps, x, med, windows, warm, persist=5, long=50,
+        "entropy_collapse", "entropy", steps, x, base, windows, 0 if floor.any() else warm,
+        persist=5, long=50, strong=hit,
         is_extreme=lambda p, b: p < 0.1 * b,
         describe=lambda p, b, n: f"entropy collapsed to {p:.4g} from {b:.4g} for {n} logged steps",
         higher_is_worse=False,
@@ -628,32 +678,77 @@ def detect_reward_hacking(run) -> list[Anomaly]:
     return _cap_info(out)
 
 
+def _trailing_median(x: np.ndarray, k: int) -> np.ndarray:
+    """Median of the last k points up to and including each point (causal: a point's value
+    never depends on later points, so a verdict does not change as the run grows)."""
+    k = max(1, min(k, x.size))
+    pad = np.concatenate([np.full(k - 1, x[0]), x])
+    if x.size > MIN_BLOCK * MAX_BLOCKS:  # long series: a trailing mean is a fine stand-in
+        c = np.cumsum(np.r_[0.0, pad])
+        return (c[k:] - c[:-k]) / k
+    return np.median(sliding_window_view(pad, k), axis=1)
+
+
 def detect_reward_collapse(run) -> list[Anomaly]:
+    """Reward far below what the run had reached, by a large part of the range it achieved.
+
+    Three tests, all causal (a point is judged only against earlier points):
+    * against the trailing baseline (now or TRAILING points earlier), beyond 6 sigma;
+    * against the best level reached so far: more than half of the gains since the
+      lowest level before that peak are lost (a rise-then-fall whose rising phase has a
+      huge MAD is still a fall);
+    * against the run's first values: below half of a positive starting level (a collapse
+      inside the first rollouts, where no baseline exists yet).
+    Effect size: every test also needs the fall to exceed REWARD_COLLAPSE_RANGE of the
+    range the run has achieved so far, so a 5% dip of a saturated reward is not a collapse.
+    """
     ser = _series(run, "reward_mean")
     if ser is None:
         return []
     steps, x = ser
     warm = warmup_points(x.size)
     med, sigma = trailing_baseline(x, warm)
-    post = x[warm:] if x.size - warm >= 5 else x
-    spread = float(np.percentile(post, 95) - np.percentile(post, 5))
-    # also against the baseline of TRAILING points earlier: a steep fall drags the
-    # trailing window (and its MAD) down with it within a few steps
+    smooth = _trailing_median(x, 3)
+    # levels held for a while, not single noisy points, define the peak and the gains
+    level = _trailing_median(x, 9)
+    peak = np.maximum.accumulate(level)
+    peak_at = _running_argmax(level)
+    low_before_peak = np.minimum.accumulate(level)[peak_at]
+    achieved = peak - np.minimum.accumulate(level)  # the range reached so far (causal)
+    noise = diff_sigma(x)
+    initial = _initial_level(x)
     lag = np.clip(np.arange(x.size) - TRAILING, 0, None)
     drop, drop_lag = med - x, med[lag] - x
-    hit = ((drop > 6 * sigma) | (drop_lag > 6 * sigma[lag])) & (np.maximum(drop, drop_lag) > 0.2 * spread)
-    hit[:warm] = False
+    big = np.maximum(drop, drop_lag) > REWARD_COLLAPSE_RANGE * achieved
+    z_fall = ((drop > 6 * sigma) | (drop_lag > 6 * sigma[lag])) & big
+    z_fall[:warm] = False
+    gains = peak - low_before_peak
+    lost_gains = (gains > 6 * noise) & (level < peak - 0.5 * gains) & (
+        peak - level > REWARD_COLLAPSE_RANGE * achieved)
+    from_start = (initial > 0) & (smooth < 0.5 * initial) & (initial - smooth > 6 * noise)
+    from_start[0] = False
+    hit = z_fall | lost_gains | from_start
+    base = np.where(lost_gains | from_start, np.maximum(peak, initial), med)
 
     def stay(i0: int, idx: np.ndarray) -> np.ndarray:
-        return med[i0] - x[idx] > max(3 * sigma[i0], 0.1 * spread)
+        held = med[i0] - x[idx] > max(3 * sigma[i0], 0.1 * achieved[i0])
+        return held | lost_gains[idx] | from_start[idx]
 
     windows = extend_windows(hit_windows(hit, max_gap=2), stay, x.size)
     return _windows_to_anomalies(
-        "reward_collapse", "reward_mean", steps, x, med, windows, warm, persist=10, long=30,
-        is_extreme=lambda p, b: b - p > 0.5 * spread,
+        "reward_collapse", "reward_mean", steps, x, base, windows,
+        0 if (lost_gains | from_start).any() else warm, persist=10, long=30, strong=hit,
+        is_extreme=lambda p, b: b - p > 0.5 * max(float(achieved[-1]), abs(b), 1e-12),
         describe=lambda p, b, n: f"reward fell to {p:.4g} from {b:.4g} for {n} logged steps",
         higher_is_worse=False,
     )
+
+
+def _running_argmax(x: np.ndarray) -> np.ndarray:
+    """Index of the running maximum (first index reaching it) at each point."""
+    idx = np.arange(x.size)
+    is_new = np.r_[True, x[1:] > np.maximum.accumulate(x)[:-1]]
+    return np.maximum.accumulate(np.where(is_new, idx, 0))
 
 
 def detect_clip_frac_high(run) -> list[Anomaly]:
@@ -777,6 +872,10 @@ def detect_length_collapse(run) -> list[Anomaly]:
     med, _ = trailing_baseline(x, warm)
     early = _early_level(x, warm)
     hit = (x < 0.4 * med) | (x < 0.25 * early)
+    # a collapse falls from a length the run actually reached before (the early baseline
+    # looks ahead, so a run whose lengths then grow must not read as collapsed before)
+    reached = np.maximum.accumulate(np.r_[x[0], x[:-1]])
+    hit &= x < 0.5 * reached
     hit[:warm] = False
 
     def stay(i0: int, idx: np.ndarray) -> np.ndarray:

@@ -10,14 +10,30 @@ Result = tuple[dict | None, str | None]  # (report entry, None) or (None, "path:
 
 
 def run_entry(run, preset: str = "auto") -> dict:
-    """The report entry of an already-read run."""
+    """The report entry of an already-read run.
+
+    A run read from a monitor's run directory also carries the guardrail's verdict
+    (`alerts.jsonl` beside `run.jsonl`): those alerts join the findings, so a run the
+    guardrail stopped never scans as healthy. A run with no canonical metric gets health
+    None ("n/a") and a "no metrics" error instead of a clean bill of health.
+    """
     from rldk_engine.forensics.detectors import detect, infer_algorithm
+    from rldk_engine.forensics.guardrail import guardrail_anomalies, merge_guardrail
     from rldk_engine.forensics.health import health
 
-    anomalies = detect(run, preset=preset)
     errors = list(run.errors)
     if run.n_skipped > len(errors):
         errors.append(f"{run.n_skipped - len(errors)} more lines skipped")
+    has_metrics = has_canonical_metrics(run)
+    anomalies = detect(run, preset=preset) if has_metrics else []
+    guard, guard_errors = guardrail_anomalies(run.source, run)
+    errors += guard_errors
+    anomalies = merge_guardrail(anomalies, guard)
+    if has_metrics or guard:
+        scores = health(anomalies, run)
+    else:
+        scores = {"overall": None, "stability": None}
+        errors.append(no_metrics_message(run))
     return {
         "run_id": run.run_id,
         "source": run.source,
@@ -26,9 +42,26 @@ def run_entry(run, preset: str = "auto") -> dict:
         "algorithm": infer_algorithm(run) if preset == "auto" else preset,
         "metrics": run.metrics,
         "anomalies": [a.to_dict() for a in anomalies],
-        "health": health(anomalies, run),
+        "health": scores,
         "errors": errors,
     }
+
+
+NO_METRICS = "no metrics"
+
+
+def has_canonical_metrics(run) -> bool:
+    """True when at least one canonical metric (besides the step) was logged."""
+    return any(name != "step" for name in run.canonical_metrics) or bool(
+        any(name != "step" for name in run.nonfinite))
+
+
+def no_metrics_message(run) -> str:
+    keys = run.unknown_keys
+    shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} keys)" if len(keys) > 8 else "")
+    what = f"keys seen: {shown}" if keys else "no keys besides the step"
+    return (f"{run.source}: {NO_METRICS} - none of its {run.n_steps} step(s) holds a canonical "
+            f"metric ({what}); health n/a. See `rldk-engine inspect {run.source}`")
 
 
 def scan_run(source_or_path, preset: str = "auto", fmt: str | None = None) -> dict:

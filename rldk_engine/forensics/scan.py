@@ -21,11 +21,11 @@ from rldk_engine.forensics.backends import (
     ScanBackend,
     ScanOptions,
 )
-from rldk_engine.forensics.run_scan import Result, run_entry, scan_one, scan_run
+from rldk_engine.forensics.run_scan import NO_METRICS, Result, run_entry, scan_one, scan_run
 
 __all__ = [
     "BACKENDS", "PRESETS", "ScanOptions", "backend_for", "run_entry", "scan_one", "scan_paths",
-    "scan_run", "scan_sources", "worst_severity",
+    "scan_run", "scan_sources", "scored_runs", "worst_severity",
 ]
 
 
@@ -71,6 +71,8 @@ def scan_paths(
     for entry, error in scan_sources(sources, options, progress):
         if entry is not None:
             runs.append(entry)
+            if entry["health"]["overall"] is None:  # "no metrics": listed among the errors
+                errors.extend(e for e in entry["errors"] if NO_METRICS in e)
         else:
             errors.append(error)
     return {
@@ -80,6 +82,11 @@ def scan_paths(
         "runs": runs,
         "errors": errors,
     }
+
+
+def scored_runs(report: dict) -> list[dict]:
+    """The runs that had metrics to judge (health not n/a)."""
+    return [run for run in report["runs"] if run["health"]["overall"] is not None]
 
 
 def worst_severity(report: dict) -> str | None:

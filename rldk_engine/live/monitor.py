@@ -16,6 +16,12 @@ Hooks (kept in one place each): every stop goes through `Monitor.request_stop`; 
 escalation itself is `Monitor.stop_trainer`; status.json is built by `Monitor.status` (plus
 `Monitor.status_extra`) and written only by `Monitor.write_status`.
 
+Stopping well (issue 18): the first signal of a stop is configurable (a trainer's own
+checkpoint signal, e.g. SIGUSR1); on a stop the resume plan (rldk_engine.resume: last
+healthy step, newest checkpoint at or before it, fixes) goes into status.json "resume", the
+summary and `<run_dir>/rldk_reports/resume_plan.json|.txt`; `notify` URLs get critical
+alerts and the stop from a background thread (rldk_engine.live.notify), never delaying it.
+
 Artifact failures (ENOSPC, unwritable dir) are reported once per file on stderr and in
 status.json "errors"; they never stop the trainer.
 
@@ -40,10 +46,12 @@ import orjson
 from rldk_engine.ingest.parse import LineParser
 from rldk_engine.ingest.ranks import RankMerger
 from rldk_engine.ingest.tail import MAX_LINE, FileTail
-from rldk_engine.live.process import ProcessGroup, Watchdog, exit_code_of
+from rldk_engine.live.process import ProcessGroup, Watchdog, exit_code_of, stop_plan
 from rldk_engine.live.protocol import (
     CONTROL_JSONL,
     EXIT_STOPPED,
+    MONITOR_LOG,
+    RUN_JSONL,
     RunDirLocked,
     RunDirWriter,
     Status,
@@ -51,6 +59,7 @@ from rldk_engine.live.protocol import (
     parse_flag,
 )
 from rldk_engine.live.rules import Alert, Rule, RuleEngine
+from rldk_engine.resume import ResumeTracker, output_dirs_from_cmd, plan_text, write_plans
 
 __all__ = ["EXIT_STOPPED", "Monitor", "MonitorConfig", "MonitorResult", "RunDirLocked",
            "run_monitor", "summary_text", "silence_notice"]
@@ -71,6 +80,7 @@ SILENCE_LINES = 200  # lines read without one metric before the monitor says so
 SILENCE_SECONDS = 120.0  # ... or seconds since the first line
 SAMPLE_CHARS = 120
 WATCHDOG_GRACE = 1.0  # seconds between SIGTERM and SIGKILL when the watchdog acts
+REPORTS_DIR = "rldk_reports"  # under the run directory: the resume plan of a stop
 
 
 @dataclass
@@ -89,6 +99,9 @@ class MonitorConfig:
     passthrough: bool = True
     stop_signal: int = signal.SIGINT  # the first signal of a stop (a trainer's checkpoint signal)
     watchdog: bool = True  # a helper process stops the trainer if the monitor is SIGKILLed
+    notify: list[str] = field(default_factory=list)  # Apprise URLs: critical alerts and the stop
+    checkpoints: list[Path] = field(default_factory=list)  # default: output folders named in cmd
+    notify_wait: float = 5.0  # seconds the monitor waits at exit for queued messages
     # the CLI: after the run, late INT/TERM/HUP are ignored (the process only prints its
     # summary and exits with the run's code) instead of restoring handlers that would die
     ignore_late_signals: bool = False
@@ -109,6 +122,8 @@ class MonitorResult:
     errors: list[str]
     n_fired: int = 0  # every fired alert; `alerts` keeps only the first KEEP_ALERTS
     notice: str | None = None
+    resume: dict[str, Any] | None = None  # the resume plan of a stop
+    resume_path: Path | None = None
 
 
 def escape_sample(text: str, limit: int = SAMPLE_CHARS) -> str:
@@ -221,6 +236,12 @@ class Monitor:
         self.log_file = self.rundir.log_file
         self.control = self.rundir.control
         self.control_path = config.run_dir / CONTROL_JSONL
+        self.tracker = ResumeTracker()
+        self.rule_window = {r.id: r.window_n for r in config.rules}
+        self.notifier: Any = None
+        self.group_stopped = threading.Event()  # set when a stop's escalation is over
+        self.resume: dict[str, Any] | None = None
+        self.resume_path: Path | None = None
 
     @property
     def proc(self):
@@ -323,6 +344,7 @@ class Monitor:
         self._status_dirty = True
         metrics = record.metrics
         self.rundir.run_file.add(canonical_row(record.step, now, metrics))
+        self.tracker.step(record.step)
         for k in KEY_METRICS:
             v = metrics.get(k)
             if v is not None and v == v and (k not in self.peaks or v > self.peaks[k]):
@@ -358,34 +380,69 @@ class Monitor:
             self.n_fired += alert.event == "fire"
             self.rundir.alerts_file.write(orjson.dumps(alert.to_dict()) + b"\n")
             if alert.event == "fire":
+                self.tracker.alert(alert.rule, alert.step, alert.severity, self.rule_window.get(alert.rule, 1))
                 stop = alert.action == "stop" and self.auto_stop
                 suffix = " -> stopping the run" if stop else (
                     " (auto-stop off)" if alert.action == "stop" else "")
                 self.say(f"[{alert.severity}] {alert.rule}: {alert.message}{suffix}")
-                if stop:
-                    self.request_stop("guardrail", alert.rule, alert.step)
+                if stop and not self._stop_requested.is_set():
+                    self.request_stop("guardrail", alert.rule, alert.step, alert)
+                elif self.notifier is not None:
+                    self.notifier.alert(alert.to_dict())
             else:
                 self.say(f"[clear] {alert.message}")
+                if self.notifier is not None:
+                    self.notifier.alert(alert.to_dict())  # the rule's next episode may notify again
 
     # -- stopping
 
-    def request_stop(self, reason: str, rule: str | None, step: int | None) -> None:
+    def request_stop(self, reason: str, rule: str | None, step: int | None,
+                     alert: Alert | None = None) -> None:
         """THE place every stop goes through (guardrail, user, SIGTERM/SIGHUP to the monitor)."""
         if self._stop_requested.is_set():
             return
         self._stop_requested.set()
         self.stop_reason, self.stop_rule, self.stop_step = reason, rule, step
+        if self.group is not None:  # the signal goes out first; everything else after it
+            self._stopper = threading.Thread(target=self.stop_trainer, name="rldk-stopper", daemon=True)
+            self._stopper.start()
         self.set_state("stopping")
-        if self.group is None:  # follow/stdin: nothing to kill, the loop just ends
-            return
-        self._stopper = threading.Thread(target=self.stop_trainer, name="rldk-stopper", daemon=True)
-        self._stopper.start()
+        if self.notifier is not None:  # queued: the message and its plan are built off this thread
+            self.notifier.stop(reason, step if step is not None else self.parser.last_step,
+                               alert.to_dict() if alert is not None else None, plan=self.resume_plan,
+                               after=self.group_stopped if self.group is not None else None)
+
+    def checkpoint_dirs(self) -> list[Path]:
+        return list(self.cfg.checkpoints) or output_dirs_from_cmd(self.cfg.cmd)
+
+    def resume_plan(self) -> dict[str, Any]:
+        return self.tracker.plan(self.checkpoint_dirs(), f"rldk-engine scan {self.cfg.run_dir / RUN_JSONL}")
+
+    def write_resume_plan(self) -> None:
+        """On a stop: the plan into status.json, the summary and <run_dir>/rldk_reports/."""
+        self.resume = self.resume_plan()
+        self.status_extra["resume"] = self.resume
+        try:
+            self.resume_path, _ = write_plans(
+                [{"run_id": self.cfg.run_dir.name, "source": str(self.cfg.run_dir / RUN_JSONL),
+                  "resume": self.resume}], self.cfg.run_dir / REPORTS_DIR)
+        except OSError as exc:
+            self.report(f"cannot write the resume plan under {self.cfg.run_dir / REPORTS_DIR}: "
+                        f"{exc.strerror or exc}")
 
     def stop_trainer(self) -> None:
         """The escalation over the trainer's whole tree (runs on the stopper thread)."""
         assert self.group is not None
-        self.group.stop(first_signal=self.cfg.stop_signal, grace=self.cfg.grace_int,
-                        term_grace=self.cfg.grace_term)
+        first = self.cfg.stop_signal
+        try:
+            if first in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+                self.group.stop(first_signal=first, grace=self.cfg.grace_int, term_grace=self.cfg.grace_term)
+            else:  # the trainer's own checkpoint signal, then the usual SIGINT -> SIGTERM -> SIGKILL
+                plan = [(int(first), self.cfg.grace_int)] + stop_plan(
+                    signal.SIGINT, self.cfg.grace_term, self.cfg.grace_term)
+                self.group.escalate(plan)
+        finally:
+            self.group_stopped.set()  # the stop notification goes out now
 
     def on_signal(self, signum, frame) -> None:
         """Ctrl-C on the monitor: forward SIGINT to the trainer's tree, escalating on
@@ -425,6 +482,14 @@ class Monitor:
 
     def run(self) -> MonitorResult:
         q: queue.Queue = queue.Queue(maxsize=QUEUE_LINES)
+        if self.cfg.notify:
+            from rldk_engine.live.notify import Notifier, NotifyError
+
+            try:
+                self.notifier = Notifier(self.cfg.notify, run=str(self.cfg.run_dir),
+                                         log_path=self.cfg.run_dir / MONITOR_LOG, report=self.report)
+            except NotifyError as exc:  # the CLI checks URLs first; the API reports and goes on
+                self.report(str(exc))
         follow_stop = threading.Event()
         readers: list[threading.Thread] = []
         if self.cfg.follow is not None:
@@ -543,11 +608,15 @@ class Monitor:
             guardrail = self.stop_reason == "guardrail"
             self.exit_code = EXIT_STOPPED if guardrail else 0
             self.state = "stopped" if self._stop_requested.is_set() or self.stop_reason else "exited"
+        if self.stop_reason in ("guardrail", "user"):
+            self.write_resume_plan()
         self.rundir.close_files()
         self.write_status(force=True)
         self.rundir.close()
         if self.watchdog is not None:
             self.watchdog.close()  # the final status is written: nothing left for it to do
+        if self.notifier is not None:  # the trainer is gone: waiting here delays nothing
+            self.notifier.close(self.cfg.notify_wait)
         return self.result()
 
     def result(self) -> MonitorResult:
@@ -556,7 +625,8 @@ class Monitor:
             stop_reason=self.stop_reason, stop_rule=self.stop_rule, stop_step=self.stop_step,
             steps=self.steps, last_step=self.parser.last_step, lines=self.parser.n_lines,
             alerts=list(self.alerts), peaks=dict(self.peaks), run_dir=self.cfg.run_dir,
-            errors=list(self.errors), n_fired=self.n_fired, notice=self.notice)
+            errors=list(self.errors), n_fired=self.n_fired, notice=self.notice,
+            resume=self.resume, resume_path=self.resume_path)
 
 
 def summary_text(res: MonitorResult) -> str:
@@ -584,6 +654,10 @@ def summary_text(res: MonitorResult) -> str:
     lines.append(f"  outcome: {why}; exit code {res.exit_code}")
     if res.notice:
         lines.append(f"  notice: {res.notice}")
+    if res.resume is not None:
+        lines.extend("  " + line for line in plan_text(res.resume).splitlines())
+        if res.resume_path is not None:
+            lines.append(f"  resume plan: {res.resume_path}")
     d = res.run_dir
     lines.append(f"  artifacts: {d / 'run.jsonl'}, {d / 'alerts.jsonl'}, {d / 'monitor.log'}, {d / 'status.json'}")
     if res.errors:
