@@ -20,7 +20,7 @@ from rldk_engine.cli import app
 from rldk_engine.errors import InputError
 from rldk_engine.ingest.readers import discover_sources, load_runs, read_run
 
-GOOD_ROWS = [{"step": i, "objective/kl": 0.01 + 0.001 * i, "env/reward_mean": 0.1 * i} for i in range(50)]
+GOOD_ROWS = [{"step": i, "train/kl": 0.01 + 0.001 * i, "env/reward_mean": 0.1 * i} for i in range(50)]
 # incompressible rows, so that cutting the gzip really cuts the stream
 NOISY_ROWS = [{"step": i, "kl": (i * 7919 % 1000) / 997.0, "r": (i * 104729 % 9973) / 13.0} for i in range(5000)]
 

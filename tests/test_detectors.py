@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from helpers import REAL_LOGS as REAL
@@ -140,6 +142,9 @@ def inject_length_collapse(c):
 
 def inject_value_divergence(c):
     c["value_loss"][250:] *= np.exp(np.linspace(0, 5, N - 250))
+    # a diverging critic stops explaining the returns (a loss that only tracks a growing
+    # return scale keeps its explained variance: see test_value_loss_tracking_returns...)
+    c["explained_var"][250:] -= np.linspace(0, 1.5, N - 250)
     return 300, N - 1  # where the loss has grown ~5x
 
 
@@ -310,3 +315,150 @@ def test_trl_grpo_log_gives_length_truncation_finding(real_runs):
     assert infer_algorithm(run) == "grpo"
     found = [a for a in serious(detect(run)) if a.rule == "length_explosion"]
     assert found and found[0].evidence["peak_clip_ratio"] == 1.0
+
+
+# ---------------------------------------------------------------- the original kit's fixtures
+
+KIT = Path(__file__).resolve().parent / "data" / "original_kit" / "test_artifacts"
+
+
+def _kit_findings(rel: str) -> list:
+    from rldk_engine.forensics.scan import scan_paths
+
+    path = KIT / rel
+    if not path.exists():
+        pytest.skip(f"original kit data not found at {path}")
+    report = scan_paths([path])
+    runs = [r for r in report["runs"] if r["n_steps"]]
+    assert len(runs) == 1, report
+    return [a for a in runs[0]["anomalies"] if a["severity"] in ("warning", "critical")]
+
+
+def test_original_kit_doctored_run_gives_surge_and_stuck_controller():
+    """Issue 19: KL ~0.05 until 799, then ~0.3 +- 0.1 through 999 with kl_coef 0.1 -> 0.11:
+    the KL surge at 800-804 and the controller stuck from ~800 through 999."""
+    found = _kit_findings("logs_doctored_kl_spike/training.jsonl")
+    spikes = [a for a in found if a["rule"] == "kl_spike"]
+    assert any(a["start_step"] <= 804 and a["end_step"] >= 800 for a in spikes), found
+    drift = [a for a in found if a["rule"] == "kl_controller_drift"]
+    assert drift, found
+    assert min(a["start_step"] for a in drift) <= 810
+    assert max(a["end_step"] for a in drift) >= 990
+
+
+def test_original_kit_clean_run_has_nothing_at_warning():
+    assert _kit_findings("logs_clean/training.jsonl") == []
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_original_kit_grpo_seeds_give_the_surge_and_no_controller_drift(seed):
+    found = _kit_findings(f"logs_grpo/seed_{seed}/run.jsonl")
+    assert any(a["rule"] == "kl_spike" and a["start_step"] <= 804 and a["end_step"] >= 800
+               for a in found), found
+    assert not [a for a in found if a["rule"] == "kl_controller_drift"]
+
+
+# ---------------------------------------------------------------- issue 15's real-log behaviours
+
+
+def _cols(n: int, **series) -> Run:
+    return make_run({k: np.asarray(v, dtype=float) for k, v in series.items()})
+
+
+def test_collapse_inside_warm_up_is_found_against_the_first_values():
+    """SB3 at lr 0.05: entropy 0.53 -> 1e-6 and reward 34 -> 9.3 in the first 3 rollouts."""
+    n = 60
+    ent = np.r_[0.53, 0.08, 1e-4, np.full(n - 3, 1e-6)]
+    rew = np.r_[34.0, 22.0, 12.1, 9.3 + 0.1 * np.sin(np.arange(n - 3))]
+    found = serious(detect(_cols(n, entropy=ent, reward_mean=rew), "ppo"))
+    assert {"entropy_collapse", "reward_collapse"} <= {a.rule for a in found}
+
+
+def test_gaussian_entropy_falling_below_zero_is_not_a_collapse():
+    t = np.arange(100.0)
+    ent = 1.42 - 3.0 * (1 - np.exp(-t / 35)) + 0.02 * np.sin(t)
+    rew = -1200 + 1050 * (1 - np.exp(-t / 25))
+    found = serious(detect(_cols(100, entropy=ent, reward_mean=rew), "ppo"))
+    assert not [a for a in found if a.rule == "entropy_collapse"]
+
+
+def test_a_dip_of_a_saturated_reward_is_not_a_collapse_but_a_fall_after_a_rise_is():
+    rng = np.random.default_rng(0)
+    t = np.arange(200.0)
+    rew = 0.6 + 0.375 * (1 - np.exp(-t / 25)) + 0.006 * rng.standard_normal(200)
+    rew[120:132] = 0.926
+    assert not [a for a in serious(detect(_cols(200, reward_mean=rew), "grpo")) if a.rule == "reward_collapse"]
+    rise = np.r_[10 + 57 * np.arange(40) / 40, np.linspace(67, 9.3, 12), np.full(48, 9.3)]
+    rise += 3 * rng.standard_normal(rise.size) * (np.arange(rise.size) < 40)
+    assert [a for a in serious(detect(_cols(100, reward_mean=rise), "ppo")) if a.rule == "reward_collapse"]
+
+
+def test_negative_kl_estimates_are_a_finding():
+    rng = np.random.default_rng(1)
+    kl = np.abs(0.03 + 0.01 * rng.standard_normal(150))
+    bad = np.arange(80, 150)[rng.random(70) < 0.6]
+    kl[bad] = -rng.uniform(0.5, 5.0, bad.size)
+    found = [a for a in serious(detect(_cols(150, kl=kl), "grpo")) if a.rule == "kl_spike"]
+    assert found and found[0].start_step >= 80 and "negative" in found[0].message
+
+
+def test_kl_seq_is_judged_against_its_own_baseline_only():
+    rng = np.random.default_rng(2)
+    kl_seq = 6 * (1 - np.exp(-np.arange(200) / 20)) + 0.6 * rng.standard_normal(200)
+    run = _cols(200, kl_seq=kl_seq)
+    assert not serious(detect(run, "ppo"))
+    from rldk_engine.live.rules import replay
+
+    assert not [a for a in replay(run, "ppo") if a.action == "stop"]
+    kl_seq[150:160] = 60.0  # ten times its own level: a spike of the per-sequence KL
+    assert [a for a in serious(detect(_cols(200, kl_seq=kl_seq), "ppo")) if a.rule == "kl_spike"]
+
+
+def test_interleaved_non_finite_values_are_one_finding():
+    n = 120
+    gn = np.full(n, 1.2)
+    nonfinite_steps = np.array([s for s in range(60, n) if s % 3 == 0])
+    gn[nonfinite_steps] = np.nan
+    run = make_run({"grad_norm": gn, "kl": np.full(n, 0.02)}, nonfinite={"grad_norm": nonfinite_steps})
+    found = [a for a in serious(detect(run, "ppo")) if a.rule == "non_finite"]
+    assert len(found) == 1 and found[0].severity == "critical"
+    assert found[0].start_step == 60 and found[0].end_step >= 117
+
+
+def test_zero_grad_norms_with_a_flat_reward_are_no_learning_signal():
+    rng = np.random.default_rng(3)
+    n = 150
+    gn = np.abs(0.05 + 0.02 * rng.standard_normal(n))
+    gn[::3] = 0.0
+    rew = 0.12 + 0.01 * rng.standard_normal(n)
+    zero_std = np.clip(0.8 + 0.06 * rng.standard_normal(n), 0, 1)
+    found = serious(detect(_cols(n, grad_norm=gn, reward_mean=rew, frac_reward_zero_std=zero_std), "grpo"))
+    assert [a for a in found if a.rule == "zero_std_groups"]
+    # identical rewards at the top of the range are success, not a missing signal
+    solved = np.clip(0.2 + 0.8 * (1 - np.exp(-np.arange(n) / 10)), 0, 1)
+    found = serious(detect(_cols(n, reward_mean=solved, frac_reward_zero_std=np.full(n, 0.9)), "grpo"))
+    assert not [a for a in found if a.rule == "zero_std_groups"]
+
+
+def test_length_explosion_when_the_reward_is_the_length():
+    n = 60
+    t = np.arange(n)
+    length = np.minimum(512.0, 120 + 392 * (1 - np.exp(-np.maximum(0, t - 10) / 8)))
+    clipped = np.where(t > 10, np.clip((length - 300) / 212, 0, 1), 0.0)
+    found = serious(detect(_cols(n, response_len_mean=length, response_clip_ratio=clipped,
+                                 reward_mean=length / 512, frac_reward_zero_std=np.zeros(n)), "grpo"))
+    assert [a for a in found if a.rule == "length_explosion"]
+
+
+def test_value_loss_tracking_the_return_scale_is_not_divergence_without_ev_it_is():
+    rng = np.random.default_rng(4)
+    t = np.arange(60)
+    ret = 20 + 480 * (1 - np.exp(-t / 18))
+    vloss = (ret / 10) ** 2 * np.exp(0.5 * rng.standard_normal(60))
+    vloss[30:38] *= 8
+    ev = np.clip(0.98 + 0.005 * rng.standard_normal(60), 0, 0.995)
+    fine = serious(detect(_cols(60, value_loss=vloss, explained_var=ev, reward_mean=ret), "ppo"))
+    assert not [a for a in fine if a.rule == "value_divergence"]
+    exploding = np.r_[1.2 * np.exp(0.2 * rng.standard_normal(40)), 1.2 * 10 ** np.linspace(1, 8.8, 40)]
+    bad = serious(detect(_cols(80, value_loss=exploding), "ppo"))
+    assert [a for a in bad if a.rule == "value_divergence"]

@@ -117,16 +117,16 @@ def test_odd_replica_diverging_to_nan_is_named():
 
 
 def test_rule_written_with_a_trainer_key_watches_the_canonical_metric():
-    # the monitor and Guard hand the engine canonical names (objective/kl -> kl): a rule
+    # the monitor and Guard hand the engine canonical names (train/kl -> kl): a rule
     # naming the trainer key used to be silently dead
     rules = parse_rules_text("""
 - id: kl_high
-  metric: [objective/kl, kl]
+  metric: [train/kl, kl]
   condition: {kind: threshold, op: ">", value: 0.3}
 """)
     assert rules[0].metrics == ("kl",)
     guard = Guard(rules=rules)
-    result = guard.observe(1, {"objective/kl": 1.0})
+    result = guard.observe(1, {"train/kl": 1.0})
     assert [(a.rule, a.metric) for a in result.alerts] == [("kl_high", "kl")]
 
 

@@ -23,7 +23,8 @@ from rldk_engine.ingest.run import Run
 def test_spec_examples_map_to_their_canonical_names():
     spec = {
         "step": ["step", "global_step", "_step", "iteration", "train/global_step", "time/total_timesteps"],
-        "kl": ["objective/kl", "kl", "train/kl", "critic/kl", "actor/kl_loss", "KL"],
+        "kl": ["kl", "train/kl", "critic/kl", "actor/kl_loss", "KL"],
+        "kl_seq": ["objective/kl"],
         "kl_coef": ["objective/kl_coef", "kl_coef", "actor/kl_coef", "critic/kl_coeff", "beta"],
         "approx_kl": ["ppo/policy/approxkl", "policy/approxkl_avg", "actor/ppo_kl", "losses/approx_kl", "train/approx_kl"],
         "reward_mean": ["env/reward_mean", "reward", "ppo/mean_scores", "objective/scores", "critic/score/mean",
@@ -74,10 +75,11 @@ def test_conflicting_aliases_keep_the_loser_under_its_own_name():
 
 
 def test_a_losing_alias_named_like_a_canonical_metric_does_not_overwrite_the_winner():
-    assert canonical_map(("kl", "objective/kl")) == (("alt/kl", False), ("kl", False))
-    run = Run.from_records([{"step": 0, "kl": 9.0, "objective/kl": 0.1}])
-    assert run.columns["kl"].tolist() == [0.1] and run.columns["alt/kl"].tolist() == [9.0]
-    assert LineParser().feed('{"step": 0, "kl": 9.0, "objective/kl": 0.1}').metrics == {"alt/kl": 9.0, "kl": 0.1}
+    assert canonical_map(("entropy", "objective/entropy")) == (("alt/entropy", False), ("entropy", False))
+    run = Run.from_records([{"step": 0, "entropy": 9.0, "objective/entropy": 0.1}])
+    assert run.columns["entropy"].tolist() == [0.1] and run.columns["alt/entropy"].tolist() == [9.0]
+    line = '{"step": 0, "entropy": 9.0, "objective/entropy": 0.1}'
+    assert LineParser().feed(line).metrics == {"alt/entropy": 9.0, "entropy": 0.1}
 
 
 # ------------------------------------------------------------------ line parser
@@ -98,7 +100,8 @@ def test_a_losing_alias_named_like_a_canonical_metric_does_not_overwrite_the_win
          {"step": 1.0, "kl": math.inf, "reward": math.nan}),
         ('{"step": 1, "kl": NaN}', {"step": 1.0, "kl": math.nan}),
         ("\x00\x00step:2 - a:1.0", {"step": 2.0, "a": 1.0}),
-        (" 10%|#  | 1/10 [00:01<00:09]{'loss': 0.5, 'kl': 0.01}", {"loss": 0.5, "kl": 0.01}),
+        # the bar's counter is the global step of the dict glued to it
+        (" 10%|#  | 1/10 [00:01<00:09]{'loss': 0.5, 'kl': 0.01}", {"loss": 0.5, "kl": 0.01, "global_step": 1.0}),
     ],
 )
 def test_parse_line_understands_every_trainer_line(line, expected):
@@ -158,8 +161,8 @@ def _write(path, text, mode="w"):
 
 
 def test_jsonl_flat_and_nested(tmp_path):
-    rows = [{"step": i, "objective/kl": 0.01 * i, "env/reward_mean": float(i)} for i in range(5)]
-    rows.append({"step": 5, "data": {"objective/kl": 0.05, "env/reward_mean": 5.0}})
+    rows = [{"step": i, "train/kl": 0.01 * i, "env/reward_mean": float(i)} for i in range(5)]
+    rows.append({"step": 5, "data": {"train/kl": 0.05, "env/reward_mean": 5.0}})
     run = read_run(_write(tmp_path / "a.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n"))
     assert run.format == "jsonl"
     assert run.steps.tolist() == list(range(6))
@@ -258,7 +261,7 @@ def test_stdout_mixture_python_dicts_and_key_value(tmp_path):
     )
     run = read_run(_write(tmp_path / "train.out", text))
     assert run.format == "stdout"
-    assert run.steps.tolist() == [0, 1, 5]
+    assert run.steps.tolist() == [1, 2, 5]  # HF global_step is 1-based
     assert run.columns["lr"][0] == 1e-05 and run.columns["kl"][2] == 0.1
 
 
@@ -321,7 +324,7 @@ def test_directory_mixes_good_and_bad_files(tmp_path):
 
 
 def test_run_from_records():
-    run = Run.from_records([{"step": 1, "kl": 0.5}, {"step": 2, "objective/kl": 0.6}])
+    run = Run.from_records([{"step": 1, "kl": 0.5}, {"step": 2, "train/kl": 0.6}])
     assert run.columns["kl"].tolist() == [0.5, 0.6]
 
 

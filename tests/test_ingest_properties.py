@@ -145,3 +145,26 @@ def test_non_finite_values_in_every_position_are_data(value):
     record = LineParser().feed(line)
     assert record.step == 4
     assert not math.isfinite(record.metrics["kl"]) and record.metrics["reward_mean"] == 1.0
+
+
+_STATEFUL_LINES = st.sampled_from([
+    "-" * 20, "| rollout/ | |", "|    ep_rew_mean | 1.5 |", "|    total_timesteps | 64 |", "| x | y | z |",
+    "Result for PPO_x:", "agent_timesteps_total: 10", "info:", "  learner:", "    kl: 0.1", "training_iteration: 3",
+    "- 1", "step,kl", "1,0.5", "2,", "a,b,c", "global_step=3, episodic_return=[1.]", "{'loss': '1'}",
+    "{'train_runtime': 1.0}", '{"step": 2, "name": "kl", "value": 0.1}', "", "hello",
+    "Epoch #1: test_reward: 1.0 ± 0.1, best_reward: 1.0 ± 0.1 in #1",
+    "Avg episode reward: [(0, '0.5')]", "fps step: 1 fps step and policy inference: 1 fps total: 1 epoch: 1/2",
+])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(_STATEFUL_LINES, st.text(max_size=60)), max_size=60))
+def test_stateful_parser_never_raises_and_steps_are_ints(lines):
+    parser = LineParser()
+    for line in lines:
+        record = parser.feed(line)
+        if record is not None:
+            assert type(record.step) is int
+            assert all(type(v) is float for v in record.metrics.values())
+    parser.finish()
+    assert parser.n_lines == len(lines)

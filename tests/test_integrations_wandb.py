@@ -20,7 +20,7 @@ WANDB_RUN = """
 import math, wandb
 run = wandb.init(project="rldk-test", config={"lr": 1e-5})
 for step in range(12):
-    run.log({"objective/kl": 0.01 * step, "env/reward_mean": float(step),
+    run.log({"train/kl": 0.01 * step, "env/reward_mean": float(step),
              "grad_norm": math.nan if step == 7 else 1.0, "nested": {"a": step}}, step=step)
 run.finish()
 """
@@ -108,9 +108,9 @@ def test_not_a_wandb_file(tmp_path):
 def test_folder_with_only_output_log(tmp_path):
     folder = tmp_path / "wandb" / "run-20240101_000000-out"
     (folder / "files").mkdir(parents=True)
-    lines = [f"{{'loss': {1 / (s + 1):.3f}, 'objective/kl': 0.02, 'step': {s}}}" for s in range(5)]
+    lines = [f"{{'loss': {1 / (s + 1):.3f}, 'train/kl': 0.02, 'step': {s}}}" for s in range(5)]
     (folder / "files" / "output.log").write_text("starting\n" + "\n".join(lines) + "\n")
-    (folder / "files" / "wandb-summary.json").write_text(json.dumps({"objective/kl": 0.02}))
+    (folder / "files" / "wandb-summary.json").write_text(json.dumps({"train/kl": 0.02}))
     run = read_run(folder)
     assert run.format == "wandb" and run.steps.tolist() == [0, 1, 2, 3, 4]
     assert run.get("kl").tolist() == [0.02] * 5
@@ -119,7 +119,7 @@ def test_folder_with_only_output_log(tmp_path):
 def test_folder_with_only_a_summary(tmp_path):
     folder = tmp_path / "run-20240101_000000-sum"
     (folder / "files").mkdir(parents=True)
-    summary = {"_step": 99, "_runtime": 12.5, "objective/kl": 0.3, "media": {"_type": "image"},
+    summary = {"_step": 99, "_runtime": 12.5, "train/kl": 0.3, "media": {"_type": "image"},
                "_wandb": {"runtime": 12}}
     (folder / "files" / "wandb-summary.json").write_text(json.dumps(summary))
     run = read_run(tmp_path)  # the folder is found inside its parent

@@ -235,7 +235,7 @@ def test_stdin_mode_and_replay_equals_live(tmp_path):
     for s in range(40):
         kl = 0.5 if 10 <= s < 16 else 0.05
         gn = 30.0 if 25 <= s < 29 else 1.0 + 0.01 * (s % 3)
-        lines.append(json.dumps({"step": s, "objective/kl": kl, "grad_norm": gn,
+        lines.append(json.dumps({"step": s, "train/kl": kl, "grad_norm": gn,
                                  "ppo/policy/clipfrac": 0.5 if s >= 33 else 0.1}))
     data = ("\n".join(lines) + "\n").encode()
     run_dir = tmp_path / "run"

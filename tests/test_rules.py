@@ -112,7 +112,7 @@ def test_stall_fires_once_and_clears():
 
 def test_guard_api_maps_trainer_keys():
     guard = Guard(preset="ppo")
-    results = [guard.observe(s, {"objective/kl": 0.5, "env/reward_mean": "1.0"}) for s in range(6)]
+    results = [guard.observe(s, {"train/kl": 0.5, "env/reward_mean": "1.0"}) for s in range(6)]
     assert [r.should_stop for r in results] == [False] * 4 + [True, True]
     assert results[4].alerts[0].rule == "kl_spike" and results[4].alerts[0].metric == "kl"
 

@@ -24,7 +24,7 @@ def write_jsonl(path: Path, n: int = 300, spike: bool = False, seed: int = 0) ->
     reward = 0.5 + 0.03 * rng.standard_normal(n)
     with open(path, "w") as fh:
         for i in range(n):
-            fh.write(json.dumps({"step": i, "objective/kl": kl[i], "env/reward_mean": reward[i]}) + "\n")
+            fh.write(json.dumps({"step": i, "train/kl": kl[i], "env/reward_mean": reward[i]}) + "\n")
     return path
 
 

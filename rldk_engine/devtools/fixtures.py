@@ -28,8 +28,9 @@ ADVANTAGE_BIAS = 0.237
 WARMUP_STEPS = 4
 
 # Output key per canonical metric: what TRL's PPOTrainer / GRPOTrainer log.
+PER_SEQUENCE_KL_KEY = "objective/kl"  # TRL PPO logs KL summed over the response tokens
+# (kl: written as TRL PPO's per-sequence objective/kl, see GeneratedRun.rows)
 PPO_TRL_KEYS = {
-    "kl": "objective/kl",
     "kl_coef": "objective/kl_coef",
     "approx_kl": "ppo/policy/approxkl",
     "reward_mean": "env/reward_mean",
@@ -103,13 +104,27 @@ class GeneratedRun:
         rows = []
         for i, step in enumerate(self.steps):
             row: dict = {"step": int(step)}
+            per_sequence = keys == "trl" and self.algo == "ppo"
             for canon, values in self.series.items():
-                row[names.get(canon, canon)] = _round(values[i])
+                if per_sequence and canon == "kl":
+                    self._write_kl_seq(row, i)
+                else:
+                    row[names.get(canon, canon)] = _round(values[i])
             if self.algo == "grpo" and keys == "trl":
                 row.update(self.extras)
                 row["epoch"] = round(float(step) / len(self.steps), 4)
             rows.append(row)
         return rows
+
+    def _write_kl_seq(self, row: dict, i: int) -> None:
+        """TRL PPO's objective/kl is per sequence (SPEC kl_seq): the per-token KL times the
+        mean response length, so readers derive the same per-token kl back."""
+        kl = self.series["kl"][i]
+        length = self.series.get("response_len_mean")
+        if length is not None and np.isfinite(length[i]) and length[i] > 0:
+            row[PER_SEQUENCE_KL_KEY] = _round(kl * length[i])
+        else:
+            row["kl"] = _round(kl)
 
     def _key_names(self, keys: str) -> dict[str, str]:
         if keys == "canonical":

@@ -180,7 +180,7 @@ class Score:
         self.delay_points += other.delay_points
 
     def as_dict(self, examples: bool = True) -> dict:
-        out = {
+        out: dict[str, object] = {
             "failures": self.failures, "recalled": self.recalled,
             "recall": _ratio(self.recalled, self.failures),
             "detections": self.detections, "matching": self.matching,

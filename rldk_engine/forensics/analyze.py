@@ -280,7 +280,7 @@ def analyze_kl(run, kl_target: float | None, w: int) -> Component:
     ev: dict = {"points": s.n}
     if kl_target is not None:
         mode, target = "given", float(kl_target)
-    elif adaptive:
+    elif adaptive and d is not None:
         implied = implied_kl_target(half, d[: half.size])
         mode = "controller"
         target = implied if implied is not None else float(np.median(half))
@@ -634,7 +634,7 @@ def rolling_stats(col: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def metrics_table(run, w: int):
-    import pandas as pd
+    import pandas as pd  # type: ignore[import-untyped]  # no stubs in the venv
 
     data = {"step": run.steps}
     for name in run.canonical_metrics:

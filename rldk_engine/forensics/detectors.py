@@ -73,6 +73,23 @@ LENGTH_ALONE = 2.5  # length growth that is an explosion even without truncation
 ENTROPY_LAG = 3 * TRAILING
 HACK_LAG = 4 * TRAILING  # reward_hacking compares with the level this many points back
 REWARD_COLLAPSE_RANGE = 0.3  # a collapse loses at least this part of the range achieved
+NEGATIVE_KL = 0.05  # nats below zero that no estimator noise explains
+NEGATIVE_KL_GAP = 7  # negative estimates at most this many points apart: one window
+ZERO_STD_HIGH = 0.7  # this share of zero-std groups leaves little to learn from
+NO_SIGNAL_GAP = 3  # no-signal steps at most this many points apart: one window
+REWARD_IS_LENGTH_CORR = 0.95
+VALUE_FIT_EV = 0.5  # a critic explaining this much of the returns still fits them
+DRIFT_KL_RATIO = 2.0  # KL this many times its earlier level ...
+DRIFT_MIN_POINTS = 20  # ... for this many points, with ...
+DRIFT_COEF_ANSWER = 0.25  # ... the coefficient moving less than this share of the KL rise
+APPROX_KL_LINE = 0.1  # nats per update: well above the usual 0.01-0.03
+APPROX_KL_ABSURD = 1.0  # nats per update: the policy was replaced, not updated
+ABSURD_NORM = 1e8  # a gradient norm this large is an overflow, not a spike
+VALUE_VANISHED = 1e-3  # value loss this far below its peak: returns are constant
+EXPANDING_MAX = 5000  # longer series: whole-series noise instead of expanding
+SPIKE_GAP = 4  # spikes at most this many points apart form one window
+NONFINITE_GAP = 9  # non-finite values at most this many finite points apart: one window
+NONFINITE_CRITICAL = 5  # this many in one window is critical (wasting compute)
 ENTROPY_FLOOR_NATS = 0.01  # a discrete policy this close to 0 nats is (near) deterministic
 ENTROPY_FLOOR_FRACTION = 0.02  # ... and 50x below where the run started
 CONTINUOUS_MARKERS = ("train/std", "std", "action_std", "policy/std", "train/log_std")
@@ -138,8 +155,9 @@ def _finite_series(run, col: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None
 
 
 def _aligned(run, names: tuple[str, ...]) -> tuple[np.ndarray, list[np.ndarray]] | None:
-    series = [_series(run, name) for name in names]
-    if any(s is None for s in series):
+    found = [_series(run, name) for name in names]
+    series = [s for s in found if s is not None]
+    if len(series) < len(found):
         return None
     first = series[0][0]
     if all(s[0].size == first.size and (s[0] is first or np.array_equal(s[0], first)) for s in series):
@@ -262,10 +280,13 @@ def extend_windows(
 def grade(
     n_post_warmup: int, persist: int, long: int, extreme: bool
 ) -> str:
-    """info below `persist` points; warning; critical when long or extreme."""
+    """Severity with meaning: info = notable but normal (fewer than `persist` points: a
+    blip that heals); warning = a human should look; critical = the run is wasting compute
+    now (stop-worthy): the fault lasts `long` points, or is extreme and has lasted twice
+    the persistence (an extreme value that heals at once is still only worth a look)."""
     if n_post_warmup < persist:
         return "info"
-    if n_post_warmup >= long or extreme:
+    if n_post_warmup >= long or (extreme and n_post_warmup >= 2 * persist):
         return "critical"
     return "warning"
 
@@ -368,15 +389,20 @@ def _spike_rule(run, rule: str, metric: str, log_space: bool, min_ratio: float,
     z = (v - med) / sigma
     if log_space:
         hit = (z > 6) & (v - med > np.log(min_ratio))
+        # overflow territory: no baseline is needed (and when half the points are 1e18 the
+        # baseline itself is poisoned)
+        hit |= x >= ABSURD_NORM
         base = np.exp(med)
     else:
         hit = (z > 6) & (x > min_ratio * med + abs_margin)
         base = med
 
     def stay(i0: int, idx: np.ndarray) -> np.ndarray:
-        return v[idx] > med[i0] + 3 * sigma[i0]
+        return (v[idx] > med[i0] + 3 * sigma[i0]) | (x[idx] >= ABSURD_NORM if log_space else False)
 
-    windows = extend_windows(hit_windows(hit), stay, x.size)
+    # m-of-n: spikes a few points apart are one intermittent fault (1e19, inf, 1e5, ...),
+    # each still counted as a point of evidence; a lone spike that heals stays info
+    windows = extend_windows(hit_windows(hit, max_gap=SPIKE_GAP), stay, x.size)
     return _windows_to_anomalies(
         rule, metric, steps, x, base, windows, warm, persist=3, long=20, strong=hit,
         is_extreme=lambda p, b: p > 10 * max(b, 1e-12) if log_space else p > 5 * max(b, 1e-12),
@@ -385,7 +411,41 @@ def _spike_rule(run, rule: str, metric: str, log_space: bool, min_ratio: float,
 
 
 def detect_kl_spike(run) -> list[Anomaly]:
-    return _spike_rule(run, "kl_spike", "kl", log_space=False, min_ratio=3.0, abs_margin=0.005)
+    """KL far above its own baseline; per-sequence KL (kl_seq, TRL PPO's objective/kl) is
+    judged against its own baseline only, never against a per-token level; and KL
+    estimates below zero (impossible for a true KL) counted m-of-n."""
+    out = _spike_rule(run, "kl_spike", "kl", log_space=False, min_ratio=3.0, abs_margin=0.005)
+    if "kl" not in run.columns or _series(run, "kl") is None:
+        out += _spike_rule(run, "kl_spike", "kl_seq", log_space=False, min_ratio=3.0, abs_margin=0.1)
+    for metric in ("kl", "kl_seq"):
+        out += _negative_kl(run, metric)
+    return out
+
+
+def _negative_kl(run, metric: str) -> list[Anomaly]:
+    """A KL estimate below zero beyond its noise: the k1 estimator is dominated by a large
+    mismatch between the sampling and the trained policy. Several within a short span
+    (m-of-n) are a finding; one is info."""
+    ser = _series(run, metric)
+    if ser is None:
+        return []
+    steps, x = ser
+    noise = diff_sigma(x[x >= 0]) if (x >= 0).sum() >= 3 else 0.0
+    neg = x < -max(NEGATIVE_KL, 3 * noise)
+    out = []
+    for i0, i1 in hit_windows(neg, max_gap=NEGATIVE_KL_GAP):
+        n_neg = int(neg[i0 : i1 + 1].sum())
+        low = float(x[i0 : i1 + 1].min())
+        severity = grade(n_neg, 3, 10, low < -1.0)
+        out.append(Anomaly(
+            rule="kl_spike", metric=metric, start_step=int(steps[i0]), end_step=int(steps[i1]),
+            severity=severity,
+            message=(f"{metric} estimate negative (down to {low:.4g}; a true KL never is) at "
+                     f"{n_neg} of {i1 - i0 + 1} logged steps: sampling and trained policy "
+                     "have drifted far apart"),
+            evidence={"peak": _r(low), "negative_points": n_neg, "points": i1 - i0 + 1},
+        ))
+    return _cap_info(out)
 
 
 def detect_grad_norm_spike(run) -> list[Anomaly]:
@@ -410,13 +470,26 @@ def detect_approx_kl_high(run) -> list[Anomaly]:
     def stay(i0: int, idx: np.ndarray) -> np.ndarray:
         return (x[idx] > med[i0] + 3 * sigma[i0]) & (x[idx] > max(1.5 * abs(med[i0]), 0.01))
 
-    windows = extend_windows(hit_windows(hit), stay, x.size)
-    return _windows_to_anomalies(
-        "approx_kl_high", "approx_kl", steps, x, med, windows, warm, persist=10, long=50,
-        strong=hit,
+    # m-of-n like the live preset: 3 updates over the line within any 10 are one window
+    windows = extend_windows(hit_windows(hit, max_gap=7), stay, x.size)
+    # persistence counts updates over the absolute line (as the live preset does: 3 of
+    # 10 over 0.1), also in warm-up; a z-only neighbour of one huge update does not count
+    found = _windows_to_anomalies(
+        "approx_kl_high", "approx_kl", steps, x, med, windows, 0, persist=3, long=30,
+        strong=x > APPROX_KL_LINE,
         is_extreme=lambda p, b: p > 0.2,
         describe=lambda p, b, n: f"approx_kl high ({p:.4g} vs baseline {b:.4g}) for {n} logged steps",
     )
+    # an update that moves the policy by more than a nat replaced it: two such updates are
+    # stop-worthy however early they come (no warm-up hides them)
+    absurd = x > APPROX_KL_ABSURD
+    for a in found:
+        inside = (steps >= a.start_step) & (steps <= a.end_step)
+        n_absurd = int((absurd & inside).sum())
+        if n_absurd >= 2:
+            a.severity = "critical"
+            a.evidence["updates_over_1_nat"] = n_absurd
+    return found
 
 
 def detect_kl_controller_drift(run) -> list[Anomaly]:
@@ -457,6 +530,47 @@ def detect_kl_controller_drift(run) -> list[Anomaly]:
                 evidence={"kl_coef": _r(coef[i0]), "target_kl": _r(target),
                           "mean_kl": _r(mean_kl), "peak": _r(part.max()), "points": npts},
             ))
+    if moved.any():  # a controller exists (the coefficient moved at least once)
+        out += [a for a in _unanswered_kl_surge(steps, kl, coef, warm, sig)
+                if not any(b.start_step <= a.end_step and a.start_step <= b.end_step for b in out)]
+    return out
+
+
+def _unanswered_kl_surge(steps, kl, coef, warm: int, sig: float) -> list[Anomaly]:
+    """KL many times its earlier level for a long stretch while the coefficient barely
+    moves: an adaptive controller would have raised it in proportion (the original kit's
+    doctored run: KL 6x for 200 steps, kl_coef +10%)."""
+    med, sigma = trailing_baseline(kl, warm)
+    high = (kl > DRIFT_KL_RATIO * med + 1e-6) & ((kl - med) / sigma > 4) & (kl > med + 4 * sig)
+    high[:warm] = False
+
+    level = _trailing_median(kl, 5)  # one low draw of a noisy KL does not end the surge
+
+    def stay(i0: int, idx: np.ndarray) -> np.ndarray:
+        return level[idx] > 1.5 * med[i0] + 1e-6
+
+    out = []
+    for i0, i1 in extend_windows(hit_windows(high, max_gap=3), stay, kl.size):
+        npts = i1 - i0 + 1
+        if npts < DRIFT_MIN_POINTS:
+            continue  # a short surge is a kl_spike; the controller had no time to answer
+        before = float(coef[max(0, i0 - 1)])
+        answer = float(np.max(np.abs(coef[i0 : i1 + 1] / before - 1.0))) if before else np.inf
+        kl_ratio = float(np.median(kl[i0 : i1 + 1]) / max(med[i0], 1e-12))
+        if answer >= DRIFT_COEF_ANSWER * (kl_ratio - 1.0) or answer >= 1.0:
+            continue  # the coefficient rose in proportion: the controller is working
+        mean_kl = float(np.mean(kl[i0 : i1 + 1]))
+        out.append(Anomaly(
+            rule="kl_controller_drift", metric="kl_coef",
+            start_step=int(steps[i0]), end_step=int(steps[i1]),
+            severity=grade(npts, 10, 50, kl_ratio > 3),
+            message=(f"kl stayed {kl_ratio:.3g}x its earlier level ({med[i0]:.4g}) for {npts} logged "
+                     f"steps while kl_coef moved only {answer:.0%} (from {before:.4g}): the KL "
+                     "controller is not answering"),
+            evidence={"kl_coef": _r(before), "coef_change": _r(answer), "target_kl": _r(med[i0]),
+                      "mean_kl": _r(mean_kl), "kl_ratio": _r(kl_ratio),
+                      "peak": _r(float(kl[i0 : i1 + 1].max())), "points": npts},
+        ))
     return out
 
 
@@ -594,46 +708,63 @@ def detect_grad_imbalance(run) -> list[Anomaly]:
 
 
 def detect_non_finite(run) -> list[Anomaly]:
+    """NaN/inf/None where a number was logged, judged m-of-n: non-finite values anywhere
+    in a window count together, so faults interleaved with finite values (Infinity, NaN,
+    1e19, Infinity, ...) are one finding, not a string of one-step blips."""
     from rldk_engine.ingest.metrics import is_canonical
 
     out = []
     for metric, bad_steps in run.nonfinite.items():
         if bad_steps.size == 0:
             continue
-        pos = np.searchsorted(run.steps, bad_steps)
-        mask = np.zeros(run.steps.size, dtype=bool)
-        mask[pos] = True
         col = run.columns.get(metric)
-        logged = np.flatnonzero(mask | (np.isfinite(col) if col is not None else mask))
-        last_logged = int(logged[-1]) if logged.size else -1
-        windows = hit_windows(mask, max_gap=0)
+        pos = np.searchsorted(run.steps, bad_steps)
+        bad = np.zeros(run.steps.size, dtype=bool)
+        bad[pos] = True
+        logged_mask = bad | (np.isfinite(col) if col is not None else bad)
+        logged = np.flatnonzero(logged_mask)
+        # judge over the metric's own logged points: a sparse metric is not diluted by rows
+        # where it was not logged at all
+        bad_logged = bad[logged]
+        last = logged.size - 1
         canonical = is_canonical(metric)
         found = []
-        for i0, i1 in windows:
-            npts = i1 - i0 + 1
-            never_recovers = i1 == last_logged
+        for j0, j1 in hit_windows(bad_logged, max_gap=NONFINITE_GAP):
+            n_bad = int(bad_logged[j0 : j1 + 1].sum())
+            span = j1 - j0 + 1
+            never_recovers = j1 == last
+            burst = _longest_run(bad_logged[j0 : j1 + 1])
             if not canonical:
                 severity = "info"
-            elif npts >= 3 or never_recovers:
+            elif burst >= 3 or never_recovers or n_bad >= NONFINITE_CRITICAL:
                 severity = "critical"
             else:
                 severity = "warning"
+            i0, i1 = int(logged[j0]), int(logged[j1])
             found.append(Anomaly(
                 rule="non_finite",
                 metric=metric,
                 start_step=int(run.steps[i0]),
                 end_step=int(run.steps[i1]),
                 severity=severity,
-                message=(f"{metric} was NaN/inf for {npts} logged step(s)"
+                message=(f"{metric} was NaN/inf at {n_bad} of {span} logged step(s)"
                          + (" and never recovered" if never_recovers else "")),
-                evidence={"points": npts, "total_nonfinite": int(bad_steps.size),
-                          "recovered": not never_recovers},
+                evidence={"points": n_bad, "span_points": span, "longest_run": burst,
+                          "total_nonfinite": int(bad_steps.size), "recovered": not never_recovers},
             ))
         if len(found) > MAX_INFO_PER_METRIC:  # keep the first ones and the worst ones
             found.sort(key=lambda a: (-SEVERITY_RANK[a.severity], a.start_step))
             found = found[:MAX_INFO_PER_METRIC]
         out += found
     return out
+
+
+def _longest_run(mask: np.ndarray) -> int:
+    best = cur = 0
+    for v in mask.tolist():
+        cur = cur + 1 if v else 0
+        best = max(best, cur)
+    return best
 
 
 def detect_reward_hacking(run) -> list[Anomaly]:
@@ -714,7 +845,9 @@ def detect_reward_collapse(run) -> list[Anomaly]:
     peak = np.maximum.accumulate(level)
     peak_at = _running_argmax(level)
     low_before_peak = np.minimum.accumulate(level)[peak_at]
-    achieved = peak - np.minimum.accumulate(level)  # the range reached so far (causal)
+    # the range reached so far (causal), noise included: early in a noisy run a wobble
+    # must not look like a large part of the range
+    achieved = np.maximum.accumulate(smooth) - np.minimum.accumulate(smooth)
     noise = diff_sigma(x)
     initial = _initial_level(x)
     lag = np.clip(np.arange(x.size) - TRAILING, 0, None)
@@ -723,12 +856,34 @@ def detect_reward_collapse(run) -> list[Anomaly]:
     z_fall = ((drop > 6 * sigma) | (drop_lag > 6 * sigma[lag])) & big
     z_fall[:warm] = False
     gains = peak - low_before_peak
-    lost_gains = (gains > 6 * noise) & (level < peak - 0.5 * gains) & (
-        peak - level > REWARD_COLLAPSE_RANGE * achieved)
-    from_start = (initial > 0) & (smooth < 0.5 * initial) & (initial - smooth > 6 * noise)
-    from_start[0] = False
+    # the trailing noise around the peak catches slow wobble that diffs miss, but on a
+    # rising phase it is the rise itself: capped at twice the diff-based noise
+    spread = np.minimum(sigma[peak_at], 2 * noise)
+    lost_gains = (gains > 6 * np.maximum(noise, spread)) & (level < peak - 0.5 * gains) & (
+        peak - level > np.maximum(REWARD_COLLAPSE_RANGE * achieved, 4 * spread))
+    # below where the run started (its first values; the early trailing baseline looks
+    # ahead and, on a short run, swallows the fall): for a positive start, below half of
+    # it; for any start, by more than noise and a part of the range achieved
+    start = _initial_level(x, 5)
+    start_level = _trailing_median(x, 5)
+    fall = start - start_level
+    from_start = (fall > 6 * noise) & (fall > REWARD_COLLAPSE_RANGE * achieved) & (
+        (start <= 0) | (start_level < 0.5 * start))
+    from_start[:5] = False
+    # ... and the first 3 values alone, for a collapse within the first rollouts
+    early_fall = (initial > 0) & (smooth < 0.5 * initial) & (initial - smooth > 6 * noise)
+    early_fall[0] = False
+    from_start |= early_fall
+    # pinned at the floor: exactly the same lowest value for 5+ points after the run had
+    # been clearly higher (a policy stuck at the environment's minimum reward)
+    last5 = sliding_window_view(np.r_[np.full(4, np.nan), x], 5)
+    run_min = np.minimum.accumulate(x)
+    pinned = (np.nanmax(last5, axis=1) == np.nanmin(last5, axis=1)) & (x == run_min) & (
+        np.maximum.accumulate(x) - x > np.maximum(6 * noise, 0.1 * np.abs(x)))
+    pinned[:4] = False
+    from_start |= pinned
     hit = z_fall | lost_gains | from_start
-    base = np.where(lost_gains | from_start, np.maximum(peak, initial), med)
+    base = np.where(lost_gains, peak, np.where(from_start, max(start, initial), med))
 
     def stay(i0: int, idx: np.ndarray) -> np.ndarray:
         held = med[i0] - x[idx] > max(3 * sigma[i0], 0.1 * achieved[i0])
@@ -796,8 +951,15 @@ def detect_length_explosion(run) -> list[Anomaly]:
         w = warmup_points(clip[1].size)
         early_clip = _early_level(clip[1], w)
         evidence["early_clip_ratio"] = _r(early_clip)
+        # judged on a 3-point trailing median, and a rise beyond the ratio's own noise: with
+        # groups of 4 the ratio moves in quarters, and single draws of 0.75 are not a trend
+        level = np.full(ratio.size, np.nan)
+        okr = np.isfinite(ratio)
+        level[okr] = _trailing_median(ratio[okr], 3)
+        rise = max(0.25, 3 * diff_sigma(clip[1]))
+        evidence["clip_ratio_noise"] = _r(diff_sigma(clip[1]))
         with np.errstate(invalid="ignore"):
-            trunc = (ratio >= 0.9) | (ratio >= early_clip + 0.25)
+            trunc = (level >= 0.9) | (level >= early_clip + rise)
         trunc &= ~_first_points(ratio, w)
         hit |= trunc
     reward = run.columns.get("reward_mean")
@@ -806,8 +968,12 @@ def detect_length_explosion(run) -> list[Anomaly]:
     for i0, i1 in hit_windows(hit, max_gap=2):
         rows = np.arange(i0, i1 + 1)
         gain = _reward_gain(reward, i0, i1, rew_sigma)
-        if gain is not None and gain > 0:
-            continue  # length grows while reward improves: learning, not an explosion
+        truncated = ratio is not None and bool(np.any(ratio[rows] >= 0.9))
+        if gain is not None and gain > 0 and not truncated and not _reward_is_length(reward, length, i1):
+            # length grows while reward improves: learning, not an explosion -- unless the
+            # completions hit the cap (wasted tokens whatever the reward says) or the reward
+            # simply tracks the length (then the rise is exactly the hack)
+            continue
         logged = np.zeros(rows.size, dtype=bool)
         for col in (length, ratio):
             if col is not None:
@@ -839,6 +1005,18 @@ def detect_length_explosion(run) -> list[Anomaly]:
             evidence=ev,
         ))
     return _cap_info(out)
+
+
+def _reward_is_length(reward: np.ndarray | None, length: np.ndarray | None, i1: int) -> bool:
+    """True when the reward follows the response length almost exactly up to row i1
+    (correlation >= REWARD_IS_LENGTH_CORR over the logged points): the reward pays for length."""
+    if reward is None or length is None:
+        return False
+    r, n = reward[: i1 + 1], length[: i1 + 1]
+    ok = np.isfinite(r) & np.isfinite(n)
+    if int(ok.sum()) < 10 or np.ptp(r[ok]) == 0 or np.ptp(n[ok]) == 0:
+        return False
+    return bool(np.corrcoef(r[ok], n[ok])[0, 1] >= REWARD_IS_LENGTH_CORR)
 
 
 def _reward_gain(reward: np.ndarray | None, i0: int, i1: int, sigma: float) -> float | None:
@@ -877,13 +1055,20 @@ def detect_length_collapse(run) -> list[Anomaly]:
     reached = np.maximum.accumulate(np.r_[x[0], x[:-1]])
     hit &= x < 0.5 * reached
     hit[:warm] = False
+    # against the run's first values too: a collapse inside warm-up (1759 -> 1014 -> 1
+    # token) makes the early level itself collapsed
+    initial = _initial_level(x)
+    from_start = x < 0.25 * initial
+    from_start[0] = False
+    hit |= from_start
 
     def stay(i0: int, idx: np.ndarray) -> np.ndarray:
-        return (x[idx] < 0.6 * med[i0]) | (x[idx] < 0.25 * early)
+        return (x[idx] < 0.6 * med[i0]) | (x[idx] < 0.25 * early) | (x[idx] < 0.25 * initial)
 
     windows = extend_windows(hit_windows(hit, max_gap=2), stay, x.size)
     return _windows_to_anomalies(
-        "length_collapse", "response_len_mean", steps, x, med, windows, warm, persist=5, long=50,
+        "length_collapse", "response_len_mean", steps, x, np.where(from_start, initial, med),
+        windows, 0 if from_start.any() else warm, persist=5, long=50, strong=hit,
         is_extreme=lambda p, b: p < 0.1 * b,
         describe=lambda p, b, n: f"response length collapsed to {p:.4g} from {b:.4g} for {n} logged steps",
         higher_is_worse=False,
@@ -891,23 +1076,141 @@ def detect_length_collapse(run) -> list[Anomaly]:
 
 
 def detect_zero_std_groups(run) -> list[Anomaly]:
+    """No learning signal: most prompt groups got identical rewards (their advantages are
+    zero), or the gradient norm is exactly 0, while the reward sits low and does not rise.
+
+    Identical rewards at the top of the reward range are success (every answer right), so
+    only steps where the reward is in the lower part of the range the run has seen count;
+    a high zero-std fraction from the very start counts too (the early-level test alone
+    never flags a run that never learned)."""
+    out = []
     ser = _series(run, "frac_reward_zero_std")
-    if ser is None:
+    if ser is not None:
+        steps, x = ser
+        warm = warmup_points(x.size)
+        early = _early_level(x, warm)
+        thr = max(0.5, early + 0.3)
+        rising = x >= thr
+        rising[:warm] = False
+        windows = hit_windows(rising, max_gap=2)
+        base = np.full(x.size, early)
+        out += _windows_to_anomalies(
+            "zero_std_groups", "frac_reward_zero_std", steps, x, base, windows, warm, persist=5,
+            long=50, is_extreme=lambda p, b: p >= 0.9,
+            describe=lambda p, b, n: (f"{p:.0%} of prompt groups had identical rewards (no learning "
+                                      f"signal; early level {b:.0%}) for {n} logged steps"),
+        )
+        out += _not_covered(out, _no_signal(
+            run, steps, x >= ZERO_STD_HIGH, "frac_reward_zero_std",
+            f">= {ZERO_STD_HIGH:.0%} of prompt groups had identical rewards"))
+    col = run.columns.get("grad_norm")
+    if col is not None:
+        logged = np.isfinite(col)
+        if int(logged.sum()) >= 10:
+            out += _not_covered(out, _no_signal(run, run.steps[logged], col[logged] == 0.0,
+                                                "grad_norm", "grad_norm exactly 0"))
+    return out
+
+
+def _not_covered(found: list[Anomaly], new: list[Anomaly]) -> list[Anomaly]:
+    """The new findings whose steps no warning+ finding in `found` covers already."""
+    return [a for a in new if not any(
+        b.severity != "info" and b.start_step <= a.end_step and a.start_step <= b.end_step
+        for b in found)]
+
+
+def _no_signal(run, steps: np.ndarray, mask: np.ndarray, metric: str, what: str) -> list[Anomaly]:
+    """Windows (m-of-n) where `mask` holds while the reward is low for this run and not
+    rising: no learning signal, not a phase of learning."""
+    if mask.size < 10 or not mask.any():
         return []
-    steps, x = ser
-    warm = warmup_points(x.size)
-    early = _early_level(x, warm)
-    thr = max(0.5, early + 0.3)
-    hit = x >= thr
-    hit[:warm] = False
-    windows = hit_windows(hit, max_gap=2)
-    base = np.full(x.size, early)
-    return _windows_to_anomalies(
-        "zero_std_groups", "frac_reward_zero_std", steps, x, base, windows, warm, persist=5,
-        long=50, is_extreme=lambda p, b: p >= 0.9,
-        describe=lambda p, b, n: (f"{p:.0%} of prompt groups had identical rewards (no learning "
-                                  f"signal; early level {b:.0%}) for {n} logged steps"),
-    )
+    low = _reward_low(run, steps)
+    hit = mask & low
+    out = []
+    # gaps of at most NO_SIGNAL_GAP points keep every window at least 1/4 no-signal steps,
+    # and a window only grows as the run does (its verdict never flips)
+    for i0, i1 in hit_windows(hit, max_gap=NO_SIGNAL_GAP):
+        share = float(hit[i0 : i1 + 1].mean())
+        n = int(hit[i0 : i1 + 1].sum())
+        out.append(Anomaly(
+            rule="zero_std_groups", metric=metric, start_step=int(steps[i0]), end_step=int(steps[i1]),
+            severity=grade(n, 5, 50, share >= 0.9 and n >= 10),
+            message=(f"no learning signal: {what} on {n} of {i1 - i0 + 1} logged steps while the "
+                     "reward stayed low"),
+            evidence={"share": _r(share), "points": n, "peak": _r(share)},
+        ))
+    return out
+
+
+def _expanding_noise(x: np.ndarray) -> np.ndarray:
+    """Per point, the diff-based noise of the points up to it (causal). Long series use
+    the whole series' noise (a verdict there is far from the growing end anyway)."""
+    if x.size > EXPANDING_MAX:
+        return np.full(x.size, diff_sigma(x))
+    d = np.abs(np.diff(x))
+    out = np.zeros(x.size)
+    for i in range(3, x.size):
+        di = np.diff(x[: i + 1])
+        out[i] = NOISE_SIGMA * float(np.median(np.abs(di - np.median(di))))
+    out[:3] = out[3] if x.size > 3 else (float(d.max()) if d.size else 0.0)
+    return out
+
+
+def _reward_low(run, steps: np.ndarray) -> np.ndarray:
+    """Per step in `steps`: reward (3-point trailing median) in the lowest third of the
+    range seen so far, or flat (a range within noise); True when no reward is logged."""
+    rew = run.columns.get("reward_mean")
+    if rew is None:
+        return np.ones(steps.size, dtype=bool)
+    ok = np.isfinite(rew)
+    if int(ok.sum()) < 5:
+        return np.ones(steps.size, dtype=bool)
+    r_steps, r = run.steps[ok], rew[ok]
+    level = _trailing_median(r, 3)
+    lo, hi = np.minimum.accumulate(level), np.maximum.accumulate(level)
+    flat = hi - lo <= 6 * _expanding_noise(r)
+    low = flat | (level <= lo + (hi - lo) / 3.0)
+    pos = np.clip(np.searchsorted(r_steps, steps, side="right") - 1, 0, r.size - 1)
+    return low[pos]
+
+
+def _value_loss_vanished(run, steps: np.ndarray) -> np.ndarray:
+    """Per step: the value loss (logged at or before it) is below VALUE_VANISHED of the
+    largest value loss seen so far: the critic's error is gone, not growing."""
+    vl = run.columns.get("value_loss")
+    out = np.zeros(steps.size, dtype=bool)
+    if vl is None:
+        return out
+    ok = np.isfinite(vl)
+    if int(ok.sum()) < 3:
+        return out
+    v_steps, v = run.steps[ok], vl[ok]
+    vanished = v <= VALUE_VANISHED * np.maximum.accumulate(np.abs(v))
+    pos = np.searchsorted(v_steps, steps, side="right") - 1
+    have = pos >= 0
+    out[have] = vanished[pos[have]]
+    return out
+
+
+def _value_loss_in_context(run, a: Anomaly) -> Anomaly:
+    """Scale-aware: a value loss that grows with the return scale while the critic still
+    explains the returns (explained variance high over the window) is not divergence.
+    The raw loss is in the units of the squared returns, so it tracks their growth."""
+    if a.severity == "info":
+        return a
+    ev = run.columns.get("explained_var")
+    if ev is None:
+        return a
+    inside = (run.steps >= a.start_step) & (run.steps <= a.end_step) & np.isfinite(ev)
+    if int(inside.sum()) < 3:
+        return a
+    level = float(np.median(ev[inside]))
+    a.evidence["explained_var"] = _r(level)
+    if level < VALUE_FIT_EV:
+        return a
+    a.severity = "info"
+    a.message += f" while explained variance stayed {level:.2f} (the critic tracks a growing return scale)"
+    return a
 
 
 def detect_value_divergence(run) -> list[Anomaly]:
@@ -920,17 +1223,22 @@ def detect_value_divergence(run) -> list[Anomaly]:
         med, sigma = trailing_baseline(v, warm)
         low = np.minimum.accumulate(med)  # early points already use the first clean window
         hit = (((v - med) / sigma > 6) & (v - med > np.log(4.0))) | (v - low > np.log(10.0))
+        # trend: the loss must also be rising against its own recent past (a point of a
+        # falling warm-up curve is not divergence, whatever a later baseline says)
+        recent = _trailing_median(np.r_[v[0], v[:-1]], 5)
+        hit &= v > recent
         hit[:warm] = False
 
         def stay(i0: int, idx: np.ndarray) -> np.ndarray:
             return (v[idx] - med[i0] > np.log(2.0)) | (v[idx] - low[idx] > np.log(5.0))
 
         windows = extend_windows(hit_windows(hit, max_gap=2), stay, x.size)
-        out += _windows_to_anomalies(
+        found = _windows_to_anomalies(
             "value_divergence", "value_loss", steps, x, np.exp(med), windows, warm, persist=5,
             long=20, is_extreme=lambda p, b: p > 20 * b,
             describe=lambda p, b, n: f"value loss diverged to {p:.4g} from {b:.4g} for {n} logged steps",
         )
+        out += [_value_loss_in_context(run, a) for a in found]
     ser = _series(run, "explained_var")
     if ser is not None:
         steps, x = ser
@@ -938,6 +1246,9 @@ def detect_value_divergence(run) -> list[Anomaly]:
         med, _ = trailing_baseline(x, warm)
         hit = (x < -0.5) & (med - x > 0.5)
         hit[:warm] = False
+        # explained variance is 1 - Var(error)/Var(returns): once every return is the same
+        # (a solved task) it is noise divided by ~0, and a vanishing value loss says so
+        hit &= ~_value_loss_vanished(run, steps)
 
         def stay_ev(i0: int, idx: np.ndarray) -> np.ndarray:
             return x[idx] < min(0.0, med[i0] - 0.25)

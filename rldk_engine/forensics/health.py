@@ -9,9 +9,13 @@ Formula (README copy):
                 * prod over rules (1 - penalty of the rule's warning/critical windows taken
                   together: worst severity, covered = union of its windows)
     stability = the same product over the optimisation-stability rules only
-                (kl_spike, kl_controller_drift, approx_kl_high, grad_norm_spike,
-                grad_imbalance, non_finite, value_divergence, entropy_collapse,
-                clip_frac_high)
+                (rulebook: counts_for_stability; kl_spike, kl_controller_drift,
+                approx_kl_high, grad_norm_spike, grad_imbalance, non_finite,
+                value_divergence, entropy_collapse, clip_frac_high)
+
+Severity has one meaning everywhere (scan, live presets, TUI): critical = the run is
+wasting compute now (stop-worthy); warning = a human should look; info = notable but
+normal. The weights follow: info barely moves the score, a critical costs the most.
 
 Both lie in [0, 1]. A run with no findings scores 1.0; a handful of isolated info blips
 keeps it >= 0.95; one short warning costs ~0.08, one run-long critical ~0.4, and

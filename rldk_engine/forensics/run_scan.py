@@ -29,8 +29,9 @@ def run_entry(run, preset: str = "auto") -> dict:
     guard, guard_errors = guardrail_anomalies(run.source, run)
     errors += guard_errors
     anomalies = merge_guardrail(anomalies, guard)
+    scores: dict[str, float | None]
     if has_metrics or guard:
-        scores = health(anomalies, run)
+        scores = dict(health(anomalies, run))
     else:
         scores = {"overall": None, "stability": None}
         errors.append(no_metrics_message(run))

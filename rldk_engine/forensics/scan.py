@@ -73,7 +73,7 @@ def scan_paths(
             runs.append(entry)
             if entry["health"]["overall"] is None:  # "no metrics": listed among the errors
                 errors.extend(e for e in entry["errors"] if NO_METRICS in e)
-        else:
+        elif error is not None:
             errors.append(error)
     return {
         "tool": "rldk",

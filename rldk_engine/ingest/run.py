@@ -18,6 +18,10 @@ from rldk_engine.ingest.metrics import CANONICAL, canonical_map, is_canonical
 from rldk_engine.ingest.parse import MAX_STEP, flatten_json_row, number_from_value
 
 MAX_ERRORS = 100
+# Distinct source keys one run may hold. Columns are dense (one float per row per key),
+# so a JSONL with a new key on every row would otherwise grow keys x rows (3.5 GB from a
+# 598 KB file); keys past the cap are dropped and reported in the run's errors.
+MAX_KEYS = 1024
 
 
 @dataclass
@@ -113,6 +117,9 @@ class ColumnBuilder:
         self.n_rows = 0  # rows already flushed into buckets
         self.errors: list[str] = []
         self.n_skipped = 0
+        self._keys: set[str] = set()
+        self.n_dropped_keys = 0
+        self._dropped_examples: list[str] = []
 
     def add(self, row: dict) -> None:
         self.pending.append(row)
@@ -133,12 +140,34 @@ class ColumnBuilder:
         groups = _group_by_schema(chunk, start)
         if any("data" in keys or "metrics" in keys for keys in groups):
             groups = _group_by_schema(list(map(flatten_json_row, chunk)), start)
-        for keys, (ids, rows) in groups.items():
+        for keys, (ids, rows) in list(groups.items()):
+            if keys not in self._buckets and not self._keys.issuperset(keys):
+                kept = self._admit(keys)
+                if len(kept) < len(keys):
+                    rows = [{k: row[k] for k in kept} for row in rows]
+                    keys = tuple(kept)
+                    if not keys:
+                        continue
             bucket = self._buckets.get(keys)
             if bucket is None:
                 bucket = self._buckets[keys] = _Bucket(keys)
             bucket.append(*_to_matrix(rows, len(keys)))
             bucket.rows.extend(ids)
+
+    def _admit(self, keys: tuple[str, ...]) -> list[str]:
+        """The keys of a new schema that fit under MAX_KEYS; the others are counted."""
+        kept = []
+        for key in keys:
+            if key in self._keys:
+                kept.append(key)
+            elif len(self._keys) < MAX_KEYS or key == "step" or key in ("data", "metrics"):
+                self._keys.add(key)
+                kept.append(key)
+            else:
+                self.n_dropped_keys += 1
+                if len(self._dropped_examples) < 3:
+                    self._dropped_examples.append(key)
+        return kept
 
     def skip(self, message: str) -> None:
         """Count a rejected line; keep the first MAX_ERRORS messages."""
@@ -148,6 +177,10 @@ class ColumnBuilder:
 
     def build(self, run_id: str, source: str, format: str) -> Run:
         self.flush()
+        if self.n_dropped_keys:
+            examples = ", ".join(repr(k[:40]) for k in self._dropped_examples)
+            self.errors.insert(0, f"more than {MAX_KEYS} distinct keys: {self.n_dropped_keys} key "
+                               f"occurrences beyond the cap dropped (first: {examples})")
         n = self.n_rows
         values: dict[str, np.ndarray] = {}
         present: dict[str, np.ndarray] = {}
@@ -174,6 +207,7 @@ class ColumnBuilder:
                 present[name][sel] = True
         steps = _infer_steps(values.pop("step", np.full(n, np.nan)), present.pop("step", None))
         steps, values, present = _merge_steps(steps, values, present)
+        _derive_kl(values, present)
         nonfinite = {
             name: steps[present[name] & ~np.isfinite(col)]
             for name, col in values.items()
@@ -219,11 +253,11 @@ def _to_matrix(rows: list[dict], width: int) -> tuple[np.ndarray, np.ndarray | N
         return flat.reshape(len(rows), width).T, None
     except (ValueError, TypeError, OverflowError):
         pass
-    rows = list(map(tuple, map(dict.values, rows)))
-    mat = np.full((width, len(rows)), np.nan)
-    ok = np.ones((width, len(rows)), dtype=bool)
+    tuples = [tuple(row.values()) for row in rows]
+    mat = np.full((width, len(tuples)), np.nan)
+    ok = np.ones((width, len(tuples)), dtype=bool)
     for j in range(width):
-        column = [row[j] for row in rows]
+        column = [values[j] for values in tuples]
         try:
             mat[j] = np.array(column, dtype=np.float64)
             continue
@@ -250,6 +284,21 @@ def _infer_steps(raw: np.ndarray, present: np.ndarray | None) -> np.ndarray:
     base = np.where(last >= 0, raw[np.maximum(last, 0)], -1.0)
     inferred = base + (index - last)
     return np.where(known, raw, inferred).astype(np.int64)
+
+
+def _derive_kl(values: dict[str, np.ndarray], present: dict[str, np.ndarray]) -> None:
+    """SPEC: the per-token `kl` is kl_seq / response_len_mean when only the per-sequence
+    KL (TRL PPO/RLOO `objective/kl`) is logged; rows where it cannot be derived stay NaN."""
+    if "kl" in values or "kl_seq" not in values or "response_len_mean" not in values:
+        return
+    length = values["response_len_mean"]
+    usable = present["kl_seq"] & present["response_len_mean"] & (length > 0) & np.isfinite(length)
+    if not usable.any():
+        return
+    kl = np.full(length.size, np.nan)
+    np.divide(values["kl_seq"], length, out=kl, where=usable)
+    values["kl"] = kl
+    present["kl"] = usable
 
 
 def _merge_steps(

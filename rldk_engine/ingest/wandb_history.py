@@ -17,6 +17,7 @@ import zlib
 from collections.abc import Callable, Iterator
 
 from rldk_engine.errors import missing_extra_message
+from rldk_engine.ingest.parse import parse_int
 
 HEADER = struct.Struct("<4sHB")  # ident ":W&B", magic 0xBEE1, version 0
 HEADER_IDENT = b":W&B"
@@ -123,8 +124,8 @@ def history_rows(path: str, skip: Callable[[str], None]) -> Iterator[dict[str, o
             if key in _SKIP_KEYS:
                 continue
             try:
-                row[key] = json.loads(item.value_json)
-            except ValueError:
+                row[key] = json.loads(item.value_json, parse_int=parse_int)
+            except (ValueError, RecursionError):
                 continue
         if "_step" not in row and record.history.HasField("step"):
             row["_step"] = record.history.step.num
@@ -136,8 +137,8 @@ def summary_row(folder: str) -> dict[str, object] | None:
     path = os.path.join(folder, "files", "wandb-summary.json")
     try:
         with open(path, "rb") as fh:
-            doc = json.load(fh)
-    except (OSError, ValueError):
+            doc = json.load(fh, parse_int=parse_int)
+    except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(doc, dict):
         return None

@@ -463,6 +463,10 @@ def _baseline_score(cond: Condition, st: _State, x: float) -> tuple[float | None
     if cond.score == "ratio":
         if med == 0:
             return (math.inf if x > 0 else (-math.inf if x < 0 else 1.0)), med
+        if x != 0 and (x > 0) != (med > 0):
+            # a ratio across zero says nothing (a Gaussian policy's differential entropy
+            # legitimately turns negative): NaN compares false, so the step is a miss
+            return math.nan, med
         return x / med, med
     if cond.score == "delta":
         return x - med, med
