@@ -301,3 +301,12 @@ async def test_the_workspace_rings_when_a_running_run_is_stopped(workspace, monk
         await wait_for(pilot, lambda: table_rows(app)["healthy"][2] == "stopped by guardrail")
         await pilot.pause(1.2)  # a later poll of the same state rings no more
         assert rings == [1]
+
+
+async def test_an_empty_workspace_says_how_to_start_a_run(tmp_path):
+    app = workspace_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        hint = app.query_one("#workspace-hint")
+        await wait_for(pilot, lambda: "no run directories here yet" in str(hint.render()))
+        write_sample_run_dir(tmp_path / "first", steps=5, stopped=False)
+        await wait_for(pilot, lambda: "enter: open" in str(hint.render()))

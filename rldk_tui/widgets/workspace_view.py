@@ -30,6 +30,9 @@ STATE_STYLE = {
     "crashed": "bold magenta", "stale": "yellow", "finished": "green",
     "stopped by user": "cyan", "no status": "dim",
 }
+HINT = "enter: open   space: select to overlay   p: pin   q: quit   ?: keys"
+EMPTY_HINT = ("no run directories here yet: start one with  rldk-tui run -- python train.py  "
+              "or  rldk-engine monitor --run-dir DIR -- CMD  (they appear as they start)")
 HEALTH_STYLE = {"ok": "green", "warning": "yellow", "critical": "bold red", "info": "cyan"}
 STATE_ORDER = {"running": 0, "stopping": 0, "stale": 1, "stopped by guardrail": 2,
                "crashed": 3, "stopped by user": 4, "stopped": 4, "finished": 5}
@@ -105,8 +108,7 @@ class WorkspaceView(Vertical):
         title.append_text(plain(self.root if self.root is not None else "(no folder)"))
         yield Label(title, id="workspace-title")
         yield DataTable(id="workspace-runs", cursor_type="row", zebra_stripes=True)
-        yield Label("enter: open   space: select to overlay   p: pin   q: quit   ?: keys",
-                    id="workspace-hint")
+        yield Label(HINT, id="workspace-hint")
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
@@ -148,6 +150,7 @@ class WorkspaceView(Vertical):
 
     def redraw(self) -> None:
         table = self.query_one(DataTable)
+        self.query_one("#workspace-hint", Label).update(HINT if self.runs else EMPTY_HINT)
         runs = sorted(self.runs, key=self.sort_key)
         order = [run.path for run in runs]
         rows = {run.path: row_cells(run, self._now, run.path in self.selected,
