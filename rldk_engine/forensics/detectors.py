@@ -16,38 +16,66 @@ How every detector works (what a doctored fixture must contain to be found):
   (an isolated spike that heals) is `info`; longer ones are `warning`, and `critical`
   when they are long or extreme. Rules built on co-movement require all metrics at once.
 
-Rule tests (x = metric, base = trailing median, z = robust z-score against it):
-  kl_spike            kl: z > 6 and x > 3 base (+ 0.005 nats); 3+ such points warning.
-  kl_controller_drift kl_coef was adapting, then stays flat for 10+ points while
-                      kl > 1.5x (+4 sigma) the KL it held while adapting.
-  approx_kl_high      approx_kl: z > 6 and x > 3 |base| and x > 0.02 nats, or x > 0.1;
-                      10+ points.
+Rule tests (x = metric, base = trailing median, z = robust z-score against it). Several
+tests are also judged against the run's FIRST values and absolute floors, so a collapse
+inside the warm-up cannot hide in a collapsed baseline, and intermittent faults are
+judged m-of-n (hits a few points apart form one window):
+  kl_spike            kl: z > 6 and x > 3 base (+ 0.005 nats), spikes <= 4 points apart
+                      one window, 3+ such points warning; kl beyond the live stop line
+                      (|kl| > 0.35) for 5 consecutive steps is critical (one verdict with
+                      the guardrail); kl_seq (per-sequence KL) only against its own
+                      baseline; KL estimates below -0.05 (impossible for a true KL), 3+
+                      within windows of 7-point gaps, warning.
+  kl_controller_drift kl_coef was adapting, then stays flat for 10+ points while kl >
+                      1.5x (+4 sigma) the KL it held; or KL stays 2x+ its earlier level
+                      for 20+ points while an existing controller's coefficient moves by
+                      less than a quarter of the KL rise.
+  approx_kl_high      approx_kl: z > 6 and x > 3 |base| and x > 0.02, or x > 0.1 (also in
+                      warm-up); 3 updates over 0.1 within 10 (as the preset), or 10 z-hits;
+                      two updates over 1 nat are critical.
   advantage_bias      advantage_mean / advantage_std (1 if absent), 9-point mean
                       |m| > max(0.1, 5 sigma/3) for 10+ points.
-  entropy_collapse    entropy < 0.35x its trailing median, or < 0.12x the trailing median
-                      of 90 points earlier (stays while < 0.6x); 5+ points.
-  grad_norm_spike     grad_norm and value_grad_norm in log space: >= 3x base and z > 6;
-                      3+ such points warning (hysteresis neighbours do not count).
+  entropy_collapse    discrete: < 0.35x its trailing median, or < 0.12x the median of 90
+                      points earlier, or below 0.01 nats and 2% of the first values;
+                      continuous (negative values or a logged std): > 2.3 nats below its
+                      trailing median (far faster than its trend); 5+ points.
+  grad_norm_spike     grad_norm and value_grad_norm in log space: >= 3x base and z > 6,
+                      or >= 1e8 (overflow, no baseline needed); 3+ such points warning.
   grad_imbalance      log10(value_grad_norm / grad_norm), 9-point rolling median, more
                       than 1.3 decades from the run's median ratio or beyond 3 decades,
                       for 20+ points.
-  non_finite          logged NaN/inf/None: canonical metric warning, critical if 3+
-                      steps in a row or it never recovers; unknown keys info.
+  non_finite          logged NaN/inf/None, counted m-of-n over the metric's own logged
+                      points (gaps <= 9): canonical metric warning, critical when 3 in a
+                      row, 5+ in the window, or it never recovers; unknown keys info.
   reward_hacking      reward, response length and kl all above their trailing baselines
                       of max(120, n/12) points earlier at once (z > 3, length >= 1.35x,
-                      kl >= 1.3x); 20+ points. A critic grad-norm spike inside a
-                      grad_imbalance/value_divergence window is folded into it.
-  reward_collapse     reward below its trailing baseline (now or 30 points earlier) by
-                      > max(6 sigma, 20 % of the run's reward range); 10+ points.
+                      kl >= 1.3x); 20+ points.
+  reward_collapse     (causal) below the trailing baseline by > 6 sigma, or more than half
+                      of the gains since the peak lost, or below the first values (half
+                      of a positive start; > 6 noise for any start), or pinned at its
+                      lowest value; every test needs the fall to exceed 30% of the range
+                      achieved so far (a 5% dip of a saturated reward is not a collapse);
+                      10+ points.
   clip_frac_high      clip_frac > 0.3, or z > 6 and > 2x base and > 0.15; 10+ points.
-  length_explosion    truncation (response_clip_ratio >= 0.9 or early level + 0.25) or
-                      length >= 2.5x its early level, while reward inside the window is
-                      not above the stretch before it (4 sigma / 10 %); 5+ points.
-  length_collapse     length < 0.4x trailing median or < 0.25x early level; 5+ points.
-  zero_std_groups     frac_reward_zero_std >= max(0.5, early level + 0.3); 5+ points.
-  value_divergence    value_loss >= 4x trailing median in log space (z > 6) or >= 10x
-                      the lowest trailing median so far, or
-                      explained_var < -0.5 and 0.5 below its trailing median; 5+ points.
+  length_explosion    truncation (3-point median of the clip ratio >= 0.9, or early level
+                      + max(0.25, 3 noise)) or length >= 2.5x its early level; excused by a
+                      reward gain only when completions do not hit the cap and the reward
+                      does not simply track the length (corr >= 0.95); 5+ points.
+  length_collapse     length < 0.4x trailing median or < 0.25x early level, after having
+                      been twice as long; or < 0.25x the first values; 5+ points.
+  zero_std_groups     frac_reward_zero_std >= max(0.5, early level + 0.3); or no learning
+                      signal: >= 70% zero-std groups, or grad_norm exactly 0, while the
+                      reward sits in the lowest third of its range (identical rewards at
+                      the top are success); windows of gaps <= 3; 5+ points.
+  value_divergence    value_loss >= 4x trailing median in log space (z > 6) or >= 10x the
+                      lowest trailing median so far, rising against its own recent past;
+                      info when explained variance stays >= 0.5 (the loss tracks a
+                      growing return scale); or explained_var < -0.5 and 0.5 below its
+                      trailing median, unless the value loss has vanished; 5+ points.
+
+Severity (one meaning everywhere): info = notable but normal; warning = a human should
+look; critical = the run is wasting compute now (a lasting fault, or an extreme one
+that has lasted twice the persistence).
 """
 
 from __future__ import annotations
@@ -87,6 +115,8 @@ APPROX_KL_ABSURD = 1.0  # nats per update: the policy was replaced, not updated
 ABSURD_NORM = 1e8  # a gradient norm this large is an overflow, not a spike
 VALUE_VANISHED = 1e-3  # value loss this far below its peak: returns are constant
 EXPANDING_MAX = 5000  # longer series: whole-series noise instead of expanding
+GUARD_KL = 0.35  # the live presets' stop line for per-token KL ...
+GUARD_KL_STEPS = 5  # ... held this many consecutive logged steps
 SPIKE_GAP = 4  # spikes at most this many points apart form one window
 NONFINITE_GAP = 9  # non-finite values at most this many finite points apart: one window
 NONFINITE_CRITICAL = 5  # this many in one window is critical (wasting compute)
@@ -414,12 +444,27 @@ def detect_kl_spike(run) -> list[Anomaly]:
     """KL far above its own baseline; per-sequence KL (kl_seq, TRL PPO's objective/kl) is
     judged against its own baseline only, never against a per-token level; and KL
     estimates below zero (impossible for a true KL) counted m-of-n."""
-    out = _spike_rule(run, "kl_spike", "kl", log_space=False, min_ratio=3.0, abs_margin=0.005)
+    out = [_guardrail_grade(run, a) for a in
+           _spike_rule(run, "kl_spike", "kl", log_space=False, min_ratio=3.0, abs_margin=0.005)]
     if "kl" not in run.columns or _series(run, "kl") is None:
         out += _spike_rule(run, "kl_spike", "kl_seq", log_space=False, min_ratio=3.0, abs_margin=0.1)
     for metric in ("kl", "kl_seq"):
         out += _negative_kl(run, metric)
     return out
+
+
+def _guardrail_grade(run, a: Anomaly) -> Anomaly:
+    """One verdict with the live guardrail: per-token KL beyond the stop line for
+    GUARD_KL_STEPS consecutive logged steps inside the window is critical (stop-worthy)."""
+    if a.severity == "critical":
+        return a
+    steps, x = _series(run, "kl") or (np.empty(0), np.empty(0))
+    inside = (steps >= a.start_step) & (steps <= a.end_step)
+    held = _longest_run(inside & (np.abs(x) > GUARD_KL))
+    if held >= GUARD_KL_STEPS:
+        a.severity = "critical"
+        a.evidence["over_stop_line_steps"] = held
+    return a
 
 
 def _negative_kl(run, metric: str) -> list[Anomaly]:
@@ -472,11 +517,10 @@ def detect_approx_kl_high(run) -> list[Anomaly]:
 
     # m-of-n like the live preset: 3 updates over the line within any 10 are one window
     windows = extend_windows(hit_windows(hit, max_gap=7), stay, x.size)
-    # persistence counts updates over the absolute line (as the live preset does: 3 of
-    # 10 over 0.1), also in warm-up; a z-only neighbour of one huge update does not count
+    # warm-up points are hits only on the absolute test: they count as evidence
     found = _windows_to_anomalies(
         "approx_kl_high", "approx_kl", steps, x, med, windows, 0, persist=3, long=30,
-        strong=x > APPROX_KL_LINE,
+        strong=hit,
         is_extreme=lambda p, b: p > 0.2,
         describe=lambda p, b, n: f"approx_kl high ({p:.4g} vs baseline {b:.4g}) for {n} logged steps",
     )
@@ -485,6 +529,10 @@ def detect_approx_kl_high(run) -> list[Anomaly]:
     absurd = x > APPROX_KL_ABSURD
     for a in found:
         inside = (steps >= a.start_step) & (steps <= a.end_step)
+        # m-of-n as the live preset: 3 updates over 0.1; otherwise (z-only hits over a
+        # low baseline) the old 10-point persistence. One huge update that heals is info.
+        if int((inside & (x > APPROX_KL_LINE)).sum()) < 3 and int((inside & hit).sum()) < 10:
+            a.severity = "info"
         n_absurd = int((absurd & inside).sum())
         if n_absurd >= 2:
             a.severity = "critical"
