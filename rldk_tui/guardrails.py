@@ -20,7 +20,9 @@ class RulesInForce:
     rules: tuple[Rule, ...]
     source: str  # "preset ppo", "rules.yaml", or "" when none could be read
 
-    def thresholds(self, metric: str) -> list[Threshold]:
+    def thresholds(self, metric: str, data_low: float = 0.0) -> list[Threshold]:
+        """Lines for `metric`. An |abs| rule's negative line only once the data has gone
+        below zero: a KL that never did would otherwise spend half its chart on it."""
         lines = []
         for rule in self.rules:
             if metric not in rule.metrics or rule.condition.kind not in ("threshold", "abs"):
@@ -28,7 +30,7 @@ class RulesInForce:
             value = rule.condition.value
             colour = SEVERITY_LINE.get(rule.severity, "red")
             lines.append(Threshold(value, rule.id, colour))
-            if rule.condition.kind == "abs":
+            if rule.condition.kind == "abs" and data_low < 0:
                 lines.append(Threshold(-value, rule.id, colour))
         return lines
 

@@ -104,7 +104,9 @@ def test_zoom_range_and_overlays_with_a_legend():
 
 def test_thresholds_come_from_the_rules_in_force():
     ppo = rules_in_force("ppo")
-    assert [t.value for t in ppo.thresholds("kl")] == [0.35]
+    assert [t.value for t in ppo.thresholds("kl")] == [0.35]  # |kl| > 0.35: ...
+    assert [t.value for t in ppo.thresholds("kl", data_low=-0.1)] == [0.35, -0.35]  # ... both
+    assert [t.value for t in ppo.thresholds("clip_frac")] == [0.4]
     assert ppo.window({"rule": "kl_spike", "step": 56}) == (52, 56)  # for: 5
     assert rules_in_force("no-such-preset").rules == ()
 

@@ -160,7 +160,7 @@ async def test_run_tab_keys_filter_zoom_pan_log_and_alerts(workspace):
         await wait_for(pilot, lambda: isinstance(app.screen, AlertScreen))
         screen = app.screen
         text = "\n".join(str(s.render()) for s in screen.query("Static"))
-        assert "kl > 0.35 for 5 consecutive steps" in text  # the rule in force
+        assert "|kl| > 0.35 for 5 consecutive steps" in text  # the rule in force
         assert "what it usually means" in text and "what to try" in text  # the registry
         assert f"rldk-engine scan {workspace / 'runaway'}" in text
         chart = screen.query_one(MetricChart)

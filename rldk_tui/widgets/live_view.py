@@ -357,7 +357,8 @@ class LiveView(Vertical):
                 lines.append(Line(label, other.steps, other.values, PALETTE[index % len(PALETTE)]))
             markers = markers_by_metric.get(metric, [])
             markers += [Marker(step, "critical") for step in (view.non_finite_steps if view else ())]
-            chart.set_data(lines, self.guardrails.thresholds(metric), markers,
+            low = view.low if view is not None else 0.0
+            chart.set_data(lines, self.guardrails.thresholds(metric, low), markers,
                            view.current if view is not None else math.nan,
                            snap.alerting.get(metric, ()))
 
@@ -449,7 +450,7 @@ class LiveView(Vertical):
             low = max(float(view.steps[0]), window[0] - span)
             high = min(float(view.steps[-1]), window[1] + span)
             chart.x_range = (low, high) if high > low else None
-        chart.set_data(lines, self.guardrails.thresholds(metric), markers, view.current,
+        chart.set_data(lines, self.guardrails.thresholds(metric, view.low), markers, view.current,
                        (), window)
         return chart
 
