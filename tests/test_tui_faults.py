@@ -19,7 +19,7 @@ from rldk_tui.app import AppConfig, RldkApp
 from rldk_tui.cli import main
 from rldk_tui.rundir import pid_alive, read_status
 from rldk_tui.screens import ConfirmKillScreen
-from rldk_tui.widgets.metric_pane import MetricPane
+from rldk_tui.widgets.metric_chart import MetricChart
 from rldk_tui.widgets.monitor_errors import MonitorErrors
 from rldk_tui.widgets.run_header import RunHeader
 from rldk_tui.widgets.stop_banner import StopBanner
@@ -143,17 +143,14 @@ async def test_garbage_and_truncated_lines_are_skipped_and_counted(tmp_path):
             out.write(b': 0.07, "step_extra": 1}\n')  # the cut line completes
         await wait_for(pilot, lambda: app.live.rows_shown == 19)
         assert header.skipped == len(garbage)
-        panes = {pane.metric: pane for pane in app.query(MetricPane)}
-        assert "kl" in panes  # the view kept going
+        charts = {chart.metric: chart for chart in app.query(MetricChart)}
+        assert "kl" in charts  # the view kept going
 
 
 def test_watch_of_something_that_is_no_run_dir_is_one_line_exit_2(tmp_path, capsys):
-    empty = tmp_path / "empty"
-    empty.mkdir()
     a_file = tmp_path / "run.jsonl"
     a_file.write_text("{}\n")
     for target, reason in ((tmp_path / "missing", "no such folder"),
-                           (empty, "no status.json or run.jsonl"),
                            (a_file, "a file, not a folder")):
         assert main(["watch", str(target)]) == 2
         err = capsys.readouterr().err.strip()
@@ -172,16 +169,16 @@ async def test_hidden_live_tab_draws_nothing_but_tracks_the_run(tmp_path):
     app = watch_app(run_dir)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: app.live.rows_shown == 20)
-        kl = next(p for p in app.query(MetricPane) if p.metric == "kl")
-        drawn = kl._data
+        kl = next(c for c in app.query(MetricChart) if c.metric == "kl")
+        drawn = kl.lines
         await pilot.press("ctrl+pagedown")  # Scan tab: Live is hidden
         with open(run_dir / "run.jsonl", "ab") as out:
             out.writelines(orjson.dumps(sample_row(s)) + b"\n" for s in range(20, 45))
         await wait_for(pilot, lambda: app.live.state.rows == 45)  # still read ...
         await pilot.pause(0.3)
-        assert app.live.rows_shown == 20 and kl._data is drawn  # ... but not drawn
+        assert app.live.rows_shown == 20 and kl.lines is drawn  # ... but not drawn
         write_status(run_dir, sample_status(run_dir, "exited", 45, exit_code=0))
         await wait_for(pilot, lambda: not app.live.is_running)  # the kill key still follows
         await pilot.press("ctrl+pageup")  # back to Live: redrawn at once
-        assert app.live.rows_shown == 45 and kl._data is not drawn
+        assert app.live.rows_shown == 45 and kl.lines is not drawn
         assert app.query_one(RunHeader).state_text == "exited with code 0"

@@ -8,10 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
-from textual.widgets import Input
-from tui_sample import T0, write_sample_run_dir
+from textual.widgets import DataTable, Input
+from tui_sample import T0, sample_status, write_sample_run_dir
 
 from rldk_tui.app import AppConfig, RldkApp
+from rldk_tui.screens import AlertScreen
 from rldk_tui.widgets.determinism_view import DeterminismView, ReplicaRow
 from rldk_tui.widgets.health_bars import HealthBars
 from rldk_tui.widgets.scan_view import ScanView
@@ -32,9 +33,9 @@ def frozen_world(tmp_path, monkeypatch):
     time.tzset()
 
 
-def make_app(tab: str, run_dir: Path | None = None) -> RldkApp:
+def make_app(tab: str, run_dir: Path | None = None, **extra) -> RldkApp:
     return RldkApp(AppConfig(run_dir=run_dir, initial_tab=tab, gpu=False,
-                             clock=lambda: T0 + 100, refresh_s=0.05))
+                             clock=lambda: T0 + 100, refresh_s=0.05, **extra))
 
 
 async def no_blink(pilot) -> None:
@@ -91,7 +92,7 @@ def test_scan_tab_snapshot(snap_compare):
         plot = pilot.app.query_one(WindowPlot)
         bars = pilot.app.query_one(HealthBars)  # analysed from the same file, in a worker
         for _ in range(200):
-            if plot._series[0] and bars.components is not None:
+            if plot.series[0] and bars.components is not None:
                 break
             await pilot.pause(0.05)
         await pilot.pause(0.1)
@@ -117,3 +118,87 @@ def test_determinism_tab_snapshot(snap_compare):
         await no_blink(pilot)
 
     assert snap_compare(make_app("determinism"), terminal_size=SIZE, run_before=inject)
+
+
+# -- the workspace, a run, an overlay and the alert panel, at 120x40 and 80x24 -------------
+SIZES = [pytest.param((120, 40), id="120x40"), pytest.param((80, 24), id="80x24")]
+RESUME = {"last_healthy_step": 51, "first_bad_step": 52, "checkpoint": "out/checkpoint-50",
+          "rules": ["kl_spike"], "fixes": ["lower the learning rate or the PPO epochs per batch",
+                                           "raise the KL coefficient (or the KL target)"],
+          "scan_command": "rldk-engine scan runs/runaway"}
+
+
+def three_runs() -> Path:
+    """runs/: one stopped by its guardrail (with a resume plan), one healthy, one crashed."""
+    root = Path("runs")
+    runaway = write_sample_run_dir(root / "runaway")
+    status = sample_status(runaway, "stopped", 60, stop_reason="guardrail",
+                           stop_rule="kl_spike", stop_step=56, exit_code=3, resume=RESUME)
+    (runaway / "status.json").write_text(json.dumps(status))
+    write_sample_run_dir(root / "healthy", steps=40, runaway_from=10_000, stopped=False)
+    crashed = write_sample_run_dir(root / "crashed", steps=30, stopped=False)
+    (crashed / "status.json").write_text(json.dumps(
+        sample_status(crashed, "exited", 30, exit_code=1)))
+    return root
+
+
+async def until(pilot, condition) -> None:
+    for _ in range(200):
+        if condition():
+            break
+        await pilot.pause(0.05)
+    await pilot.pause(0.3)
+    await no_blink(pilot)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_workspace_snapshot(snap_compare, size):
+    root = three_runs()
+
+    async def listed(pilot) -> None:
+        await until(pilot, lambda: pilot.app.query_one("#workspace-runs", DataTable).row_count == 3)
+        pilot.app.query_one("#workspace-runs", DataTable).focus()
+
+    assert snap_compare(make_app("runs", workspace=root), terminal_size=size, run_before=listed)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_run_snapshot(snap_compare, size):
+    root = three_runs()
+
+    async def ingest(pilot) -> None:
+        await until(pilot, lambda: pilot.app.live.rows_shown == 60)
+
+    assert snap_compare(make_app("live", root / "runaway", workspace=root), terminal_size=size,
+                        run_before=ingest)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_overlay_snapshot(snap_compare, size):
+    root = three_runs()
+    baseline = Path("baseline.csv")
+    baseline.write_text("step,kl,reward_mean,entropy\n" + "".join(
+        f"{step},{0.04 + step / 2000},{step / 70},{2.0 - step / 50}\n" for step in range(0, 60, 4)))
+
+    async def ingest(pilot) -> None:
+        await until(pilot, lambda: pilot.app.live.rows_shown == 60 and pilot.app.live.baseline
+                    and pilot.app.live.overlay_states[root / "healthy"].rows == 40)
+        pilot.app.live.refresh_view(force=True)
+        await pilot.pause(0.2)
+
+    app = make_app("live", root / "runaway", workspace=root, overlays=[root / "healthy"],
+                   baseline=str(baseline))
+    assert snap_compare(app, terminal_size=size, run_before=ingest)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_alert_panel_snapshot(snap_compare, size):
+    root = three_runs()
+
+    async def open_alert(pilot) -> None:
+        await until(pilot, lambda: pilot.app.live.rows_shown == 60)
+        await pilot.press("a", "enter")
+        await until(pilot, lambda: isinstance(pilot.app.screen, AlertScreen))
+
+    assert snap_compare(make_app("live", root / "runaway", workspace=root), terminal_size=size,
+                        run_before=open_alert)

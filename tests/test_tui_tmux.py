@@ -152,3 +152,66 @@ def test_the_guardrail_outlives_the_screen(tmux, runaway, tmp_path):
         assert not pid_alive(status["child_pid"])
     finally:
         kill_leftovers(run_dir)
+
+
+TRAINER = textwrap.dedent("""
+    import json, sys, time
+    kind, steps = sys.argv[1], int(sys.argv[2])
+    for step in range(steps):
+        kl = 0.5 + 0.05 * step if kind == "runaway" and step >= 10 else 0.05
+        print(json.dumps({"step": step, "kl": kl, "reward_mean": step / 100,
+                          "entropy": 2.0 - step / 100, "grad_norm": 1.0}), flush=True)
+        time.sleep(0.05)
+    if kind == "crash":
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+""")
+
+
+def test_the_workspace_reads_three_monitored_runs(tmux, tmp_path):
+    """Three runs under `rldk-engine monitor` (stopped by the guardrail, healthy, crashed)
+    and `rldk-tui watch DIR` in a real 120x40 terminal: each state read off the screen."""
+    from rldk_tui.rundir import monitor_command
+
+    trainer = tmp_path / "trainer.py"
+    trainer.write_text(TRAINER)
+    root = tmp_path / "rldk_runs"
+    root.mkdir()
+    runs = {"runaway": ("runaway", "400"), "healthy": ("healthy", "60"),
+            "crashed": ("crash", "20")}
+    monitors = []
+    try:
+        tmux.start("ws", tui("watch", str(root)))  # before the runs: they appear live
+        tmux.wait_for_text("ws", "runs under")
+        for name, (kind, steps) in runs.items():
+            argv = monitor_command([sys.executable, str(trainer), kind, steps], root / name,
+                                   preset="ppo")
+            monitors.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+                                             stderr=subprocess.DEVNULL, start_new_session=True))
+        screen = tmux.wait_for_text("ws", "healthy  running", 60)
+        for monitor in monitors:
+            monitor.wait(60)
+        screen = tmux.wait_for_text("ws", "finished", 30)
+        rows = {line.split()[1]: line for line in screen.splitlines()
+                if len(line.split()) > 2 and line.split()[1] in runs}
+        assert "stopped by guardrail" in rows["runaway"] and "kl_spike" in rows["runaway"], screen
+        assert "finished" in rows["healthy"] and " ok " in rows["healthy"], screen
+        assert "crashed" in rows["crashed"], screen
+        assert read_status(root / "runaway")["stop_reason"] == "guardrail"
+        tmux("send-keys", "-t", "ws", "Down")  # the cursor starts on the first row
+        for _ in range(3):
+            tmux("send-keys", "-t", "ws", "Up")
+        first = next(line.split()[1] for line in screen.splitlines()
+                     if len(line.split()) > 2 and line.split()[1] in runs)
+        tmux("send-keys", "-t", "ws", "Enter")  # open the run under the cursor
+        # The header's command names the trainer's kind (a toast may cover the run-dir line).
+        screen = tmux.wait_for_text("ws", f"trainer.py {runs[first][0]} {runs[first][1]}", 20)
+        assert "trainer output" in screen, screen
+        tmux("send-keys", "-t", "ws", "Escape")
+        tmux.wait_for_text("ws", "runs under", 10)
+    finally:
+        for monitor in monitors:
+            if monitor.poll() is None:
+                os.killpg(monitor.pid, signal.SIGKILL)
+        for name in runs:
+            if (root / name).is_dir():
+                kill_leftovers(root / name)

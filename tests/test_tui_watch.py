@@ -11,7 +11,7 @@ from tui_sample import T0, sample_row, write_sample_run_dir
 from rldk_tui.app import AppConfig, RldkApp
 from rldk_tui.screens import ConfirmKillScreen, QuitScreen
 from rldk_tui.widgets.alerts_table import AlertsTable
-from rldk_tui.widgets.metric_pane import MetricPane
+from rldk_tui.widgets.metric_chart import MetricChart
 from rldk_tui.widgets.run_header import RunHeader
 from rldk_tui.widgets.stop_banner import StopBanner
 
@@ -38,7 +38,7 @@ async def test_watch_shows_a_guardrail_stop(tmp_path):
         banner = app.query_one(StopBanner)
         assert banner.display and "kl_spike at step 56" in str(banner.render())
         assert app.query_one(AlertsTable).row_count == 6  # fires only; the clear is not a row
-        panes = {pane.metric: pane for pane in app.query(MetricPane)}
+        panes = {chart.metric: chart for chart in app.query(MetricChart)}
         assert list(panes)[0] == "kl"
         assert panes["kl"].has_class("-alert") and not panes["grad_norm"].has_class("-alert")
         assert app.check_action("kill", ()) is None  # greyed out: nothing runs

@@ -5,13 +5,16 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
+from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.coordinate import Coordinate
 from textual.message import Message
 from textual.widgets import Button, DataTable, Input, Label, Static
 
-from rldk_tui.widgets.metric_pane import format_value
+from rldk_tui.numbers import format_value
+from rldk_tui.safe_text import escape_controls, plain
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,8 @@ def replica_cells(row: ReplicaRow, compare: list[str]) -> tuple[str, ...]:
 
 def latest_text(latest: dict, metrics: list[str]) -> str:
     names = [m for m in metrics if m in latest] or list(latest)[:3]
-    return "  ".join(f"{name}={format_value(float(latest[name]))}" for name in names) or "--"
+    text = "  ".join(f"{name}={format_value(float(latest[name]))}" for name in names) or "--"
+    return escape(escape_controls(text))  # a DataTable string cell is read as markup
 
 
 def card_text(card: dict) -> str:
@@ -89,7 +93,7 @@ class DeterminismView(Vertical):
                         id="det-metrics")
             yield Button("Run", id="det-go", variant="primary")
         yield Label("", id="det-status")
-        table = DataTable(id="det-replicas-table", cursor_type="row")
+        table: DataTable[str] = DataTable(id="det-replicas-table", cursor_type="row")
         table.border_title = "replicas"
         yield table
         card = Static("", id="det-card")
@@ -121,7 +125,7 @@ class DeterminismView(Vertical):
                 "need a command and at least 2 replicas")
             return
         self.running = True
-        self.query_one("#det-status", Label).update(f"running {replicas} replicas of: {command}")
+        self.query_one("#det-status", Label).update(plain(f"running {replicas} replicas of: {command}"))
         self.query_one("#det-card", Static).update("")
         self.run_check(command, replicas, self.compare_list())
 
@@ -152,15 +156,15 @@ class DeterminismView(Vertical):
             return
         for row in rows:
             for column, cell in enumerate(replica_cells(row, compare)):
-                if table.get_cell_at((row.index, column)) != cell:
-                    table.update_cell_at((row.index, column), cell)
+                if table.get_cell_at(Coordinate(row.index, column)) != cell:
+                    table.update_cell_at(Coordinate(row.index, column), cell)
 
     def show_card(self, card: dict) -> None:
         """Also the entry point for snapshots (inject a card)."""
         self.running = False
         self.query_one("#det-status", Label).update(
-            f"card: {self.out_dir}/determinism_card.json" if not card.get("error") else "")
+            plain(f"card: {self.out_dir}/determinism_card.json" if not card.get("error") else ""))
         widget = self.query_one("#det-card", Static)
-        widget.update(card_text(card))
+        widget.update(plain(card_text(card)))
         widget.set_class(not card.get("passed"), "-failed")
         self.post_message(self.Finished(card))

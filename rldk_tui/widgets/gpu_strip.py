@@ -35,8 +35,10 @@ def query_gpus() -> list[tuple[int, float, float, float]] | None:
              "--format=csv,noheader,nounits"],
             capture_output=True, text=True, timeout=5, check=True,
         ).stdout
-        rows = [tuple(float(x) for x in line.split(",")) for line in out.splitlines() if line]
-        return [(int(r[0]), r[1], r[2], r[3]) for r in rows] or None
+        fields = [[float(x) for x in line.split(",")] for line in out.splitlines() if line]
+        gpus: list[tuple[int, float, float, float]] = [(int(r[0]), r[1], r[2], r[3])
+                                                       for r in fields]
+        return gpus or None
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         return None
 
@@ -50,6 +52,10 @@ def format_gpus(rows: list[tuple[int, float, float, float]]) -> str:
 
 class GpuStrip(Static):
     """Hidden until a query finds a GPU; polls every 2 s in a thread worker."""
+
+    DEFAULT_CSS = """
+    GpuStrip { height: 1; padding: 0 1; color: $text-muted; }
+    """
 
     def __init__(self, enabled: bool = True, **kwargs) -> None:
         super().__init__("", **kwargs)

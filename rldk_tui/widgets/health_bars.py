@@ -57,6 +57,10 @@ def bars_text(components: list[tuple[str, float | None]], width: int = BAR_WIDTH
 class HealthBars(Widget):
     """`show(bars)` with `component_bars(analysis)`; `show_message` while loading/failed."""
 
+    DEFAULT_CSS = """
+    HealthBars { width: 42; height: 7; border: round $accent 50%; padding: 0 1; }
+    """
+
     components: reactive[tuple | None] = reactive(None)
     message: reactive[str] = reactive("select a run")
 

@@ -3,19 +3,33 @@ dir or a full disk): the trainer keeps running, but what it writes may be lost."
 
 from __future__ import annotations
 
+from textual.reactive import reactive
 from textual.widgets import Static
 
 from rldk_tui.rundir import monitor_errors_text
+from rldk_tui.safe_text import plain
 
 
 class MonitorErrors(Static):
-    _shown: str | None = None
+    DEFAULT_CSS = """
+    MonitorErrors {
+        height: 1;
+        padding: 0 1;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
+        background: $warning 30%;
+    }
+    """
+
+    text: reactive[str | None] = reactive(None)
+
+    def on_mount(self) -> None:
+        self.display = False
 
     def show(self, status: dict) -> None:
-        text = monitor_errors_text(status)
-        if text == self._shown:
-            return  # called ~10x/s: no reflow unless the words change
-        self._shown = text
+        self.text = monitor_errors_text(status)  # unchanged words: no watcher, no reflow
+
+    def watch_text(self, text: str | None) -> None:
         self.display = text is not None
         if text is not None:
-            self.update(text)
+            self.update(plain(text))

@@ -6,6 +6,8 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
+from rldk_tui.safe_text import escape_controls
+
 
 def format_elapsed(seconds: float | None) -> str:
     if seconds is None or seconds < 0:
@@ -19,6 +21,16 @@ def format_elapsed(seconds: float | None) -> str:
 class RunHeader(Static):
     """Reactive fields; the LiveView sets them at most ~10 times a second."""
 
+    DEFAULT_CSS = """
+    RunHeader {
+        height: 2;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
+        padding: 0 1;
+        background: $boost;
+    }
+    """
+
     command: reactive[str] = reactive("")
     pid: reactive[int | None] = reactive(None)
     elapsed: reactive[float | None] = reactive(None)
@@ -27,12 +39,16 @@ class RunHeader(Static):
     state_text: reactive[str] = reactive("waiting for monitor")
     state_kind: reactive[str] = reactive("idle")  # running | alert | done | idle
     skipped: reactive[int] = reactive(0)  # run.jsonl lines that were not a JSON object
+    notice: reactive[str] = reactive("")  # status.json "notice": e.g. no metrics recognised yet
+
+    def watch_notice(self, notice: str) -> None:
+        self.styles.height = 3 if notice else 2  # a fixed height: lines never wrap
 
     def render(self) -> Text:
         rate = "--" if self.steps_per_s is None else f"{self.steps_per_s:,.1f}"
         step = "--" if self.step is None else str(self.step)
         pid = "--" if self.pid is None else str(self.pid)
-        line1 = Text.assemble(("$ ", "bold"), (self.command or "(no command)", "bold"))
+        line1 = Text.assemble(("$ ", "bold"), (escape_controls(self.command) or "(no command)", "bold"))
         state_style = {
             "running": "bold green",
             "alert": "bold white on red",
@@ -40,7 +56,7 @@ class RunHeader(Static):
         }.get(self.state_kind, "bold")
         # State first: at 80 columns the numbers may be cut, the state never is.
         line2 = Text.assemble(
-            (f" {self.state_text} ", state_style),
+            (f" {escape_controls(self.state_text)} ", state_style),
             ("   pid ", "dim"), pid,
             ("   elapsed ", "dim"), format_elapsed(self.elapsed),
             ("   step ", "dim"), step,
@@ -48,6 +64,9 @@ class RunHeader(Static):
         )
         if self.skipped:
             line2.append(f"   skipped {self.skipped} bad line(s)", style="yellow")
-        text = Text("\n").join([line1, line2])
+        lines = [line1, line2]
+        if self.notice:
+            lines.append(Text("notice: " + escape_controls(self.notice), style="bold yellow"))
+        text = Text("\n").join(lines)
         text.no_wrap, text.overflow = True, "ellipsis"  # a long command must not hide the state
         return text

@@ -2,38 +2,76 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.message import Message
 from textual.widgets import Button, DataTable, Input, Label, ProgressBar
 from textual.worker import get_current_worker
 
-from rldk_tui.widgets.health_bars import HealthBars
+from rldk_tui.safe_text import plain
+from rldk_tui.widgets.health_bars import HealthBars, health_style
 from rldk_tui.widgets.window_plot import WindowPlot
 
+SEVERITY_RANK = {"critical": 3, "warning": 2, "info": 1}
+SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
+RUN_COLUMNS = ("health", "worst finding", "run", "findings", "steps", "format")
 
-def run_row(run: dict) -> tuple:
+
+def worst_anomaly(run: dict) -> dict | None:
+    """The most severe finding, the longest of those on a tie."""
+    anomalies = run.get("anomalies") or []
+    return max(anomalies, default=None, key=lambda a: (
+        SEVERITY_RANK.get(a.get("severity"), 0),
+        (a.get("end_step") or 0) - (a.get("start_step") or 0)))
+
+
+def run_order(run: dict) -> tuple:
+    """Worst first: lowest health, then the most severe finding; unscored runs last
+    (a stable sort: ties keep the scan's order)."""
+    health = (run.get("health") or {}).get("overall")
+    worst = worst_anomaly(run)
+    return (health is None, health if health is not None else 2.0,
+            -SEVERITY_RANK.get(str((worst or {}).get("severity")), 0))
+
+
+def run_row(run: dict) -> tuple[Text, ...]:
+    """Health and the worst finding lead; every cell is short enough for 120 columns."""
     severities = [a.get("severity") for a in run.get("anomalies", [])]
     health = (run.get("health") or {}).get("overall")
-    counts = ", ".join(f"{severities.count(s)} {s}" for s in ("critical", "warning", "info")
-                       if severities.count(s)) or "none"
+    counts = " ".join(f"{severities.count(s)}{s[0]}" for s in ("critical", "warning", "info")
+                      if severities.count(s)) or "none"
+    worst = worst_anomaly(run)
+    if worst is None:
+        finding = Text("no anomaly" if not run.get("errors") else "input errors only",
+                       style="green" if not run.get("errors") else "yellow")
+    else:
+        finding = plain(f"{worst.get('rule', '?')} {worst.get('metric', '')} "
+                        f"{worst.get('start_step')}–{worst.get('end_step')}",
+                        SEVERITY_STYLE.get(str(worst.get("severity")), ""))
+    if health is None:
+        score = Text("--", style="dim")
+    else:
+        score = Text(f"{health:.2f}", style=health_style(health))
+    name = str(run.get("run_id", "?"))
     return (
-        run.get("run_id", "?"),
-        run.get("format", "?"),
-        str(run.get("n_steps", "?")),
-        "--" if health is None else f"{health:.2f}",
-        counts,
+        score,
+        finding,
+        plain(name if len(name) <= 28 else name[:27] + "…"),
+        Text(counts),
+        Text(str(run.get("n_steps", "?"))),
+        plain(run.get("format", "?")),
     )
 
 
-def anomaly_row(anomaly: dict) -> tuple:
+def anomaly_row(anomaly: dict) -> tuple[Text, ...]:
+    severity = str(anomaly.get("severity", ""))
     return (
-        anomaly.get("severity", ""),
-        anomaly.get("rule", ""),
-        anomaly.get("metric", ""),
-        f"{anomaly.get('start_step')}–{anomaly.get('end_step')}",
-        anomaly.get("message", ""),
+        plain(severity, SEVERITY_STYLE.get(severity, "")),
+        plain(anomaly.get("rule", "")),
+        plain(anomaly.get("metric", "")),
+        Text(f"{anomaly.get('start_step')}–{anomaly.get('end_step')}"),
+        plain(anomaly.get("message", "")),
     )
 
 
@@ -62,11 +100,6 @@ def load_series(source: str, metric: str) -> tuple[list[int], list[float]]:
 
 
 class ScanView(Vertical):
-    class ScanFinished(Message):
-        def __init__(self, report: dict) -> None:
-            super().__init__()
-            self.report = report
-
     def __init__(self, paths: list[str] | None = None, preset: str = "auto",
                  autostart: bool = True, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -85,21 +118,20 @@ class ScanView(Vertical):
             yield Button("Scan", id="scan-go", variant="primary")
         yield ProgressBar(total=None, show_eta=False, id="scan-progress")
         yield Label("", id="scan-message")
-        with Horizontal(id="scan-top"):
-            runs = DataTable(id="scan-runs", cursor_type="row", zebra_stripes=True)
-            runs.border_title = "runs"
-            yield runs
+        runs: DataTable[Text] = DataTable(id="scan-runs", cursor_type="row", zebra_stripes=True)
+        runs.border_title = "runs, worst first"
+        yield runs
+        with Horizontal(id="scan-middle"):
+            anomalies: DataTable[Text] = DataTable(id="scan-anomalies", cursor_type="row", zebra_stripes=True)
+            anomalies.border_title = "anomalies of the selected run"
+            yield anomalies
             bars = HealthBars(id="scan-health")
             bars.border_title = "component health"
             yield bars
-        anomalies = DataTable(id="scan-anomalies", cursor_type="row", zebra_stripes=True)
-        anomalies.border_title = "anomalies of the selected run"
-        yield anomalies
         yield WindowPlot(id="scan-plot")
 
     def on_mount(self) -> None:
-        self.query_one("#scan-runs", DataTable).add_columns(
-            "run", "format", "steps", "health", "anomalies")
+        self.query_one("#scan-runs", DataTable).add_columns(*RUN_COLUMNS)
         self.query_one("#scan-anomalies", DataTable).add_columns(
             "severity", "rule", "metric", "steps", "message")
         self.query_one("#scan-progress").display = False
@@ -120,7 +152,7 @@ class ScanView(Vertical):
             return
         self.paths = paths
         self.query_one("#scan-progress").display = True
-        self.query_one("#scan-message", Label).update(f"scanning {' '.join(paths)} …")
+        self.query_one("#scan-message", Label).update(plain(f"scanning {' '.join(paths)} …"))
         self.run_scan(paths)
 
     @work(thread=True, exclusive=True, group="scan")
@@ -148,10 +180,12 @@ class ScanView(Vertical):
 
     def _scan_failed(self, message: str) -> None:
         self.query_one("#scan-progress").display = False
-        self.query_one("#scan-message", Label).update(f"scan failed: {message}")
+        self.query_one("#scan-message", Label).update(plain(f"scan failed: {message}"))
 
     def show_report(self, report: dict) -> None:
         """Also the entry point for tests and snapshots (inject a report, no scan)."""
+        # Worst first: the order the table shows is the order the report is kept in.
+        report = {**report, "runs": sorted(report.get("runs", []), key=run_order)}
         self.report = report
         self.selected_run = None
         self._health.clear()
@@ -168,7 +202,6 @@ class ScanView(Vertical):
         if runs:
             self.show_anomalies(0)
             table.focus()  # keyboard first: arrows move through runs right away
-        self.post_message(self.ScanFinished(report))
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if self.report is None or event.row_key is None or event.row_key.value is None:
@@ -179,10 +212,15 @@ class ScanView(Vertical):
             run_index, anomaly_index = map(int, event.row_key.value.split(":"))
             self.plot_anomaly(run_index, anomaly_index)
 
+    def selected_report(self) -> dict:
+        if self.report is None:
+            raise RuntimeError("no scan report yet")  # only reached from a report's rows
+        return self.report
+
     def show_anomalies(self, run_index: int) -> None:
         table = self.query_one("#scan-anomalies", DataTable)
         table.clear()
-        run = self.report["runs"][run_index]
+        run = self.selected_report()["runs"][run_index]
         self.select_health(run_index)
         for index, anomaly in enumerate(run.get("anomalies", [])):
             table.add_row(*anomaly_row(anomaly), key=f"{run_index}:{index}")
@@ -196,7 +234,7 @@ class ScanView(Vertical):
             return
         bars.show_message("analysing …")
         self.load_health((self._report_id, run_index),
-                         self.report["runs"][run_index].get("source", ""))
+                         self.selected_report()["runs"][run_index].get("source", ""))
 
     @work(thread=True, exclusive=True, group="scan-health")
     def load_health(self, key: tuple[int, int], source: str) -> None:
@@ -220,22 +258,25 @@ class ScanView(Vertical):
             self.query_one(HealthBars).show_message(f"no analysis: {message}")
 
     def plot_anomaly(self, run_index: int, anomaly_index: int) -> None:
-        run = self.report["runs"][run_index]
+        run = self.selected_report()["runs"][run_index]
         anomaly = run["anomalies"][anomaly_index]
         self.load_plot(run.get("source", ""), anomaly)
 
     @work(thread=True, exclusive=True, group="scan-plot")
     def load_plot(self, source: str, anomaly: dict) -> None:
+        # Only reads here; widgets are touched on the UI thread (call_from_thread).
         try:
             steps, values = load_series(source, anomaly.get("metric", ""))
         except Exception as error:  # noqa: BLE001
             steps, values = [], []
             if not get_current_worker().is_cancelled:
-                self.app.call_from_thread(
-                    self.query_one("#scan-message", Label).update, f"cannot plot: {error}")
+                self.app.call_from_thread(self._plot_failed, f"cannot plot: {error}")
         # A newer selection cancelled this (exclusive) worker: its plot must not land.
         if not get_current_worker().is_cancelled:
             self.app.call_from_thread(self.show_plot, steps, values, anomaly)
+
+    def _plot_failed(self, message: str) -> None:
+        self.query_one("#scan-message", Label).update(plain(message))
 
     def show_plot(self, steps: list[int], values: list[float], anomaly: dict) -> None:
         window = (int(anomaly.get("start_step", 0)), int(anomaly.get("end_step", 0)))
