@@ -254,8 +254,6 @@ def test_metrics_path_file_wins_and_stdout_adds_the_rest(tmp_path: Path, fake: s
     assert run.card["compared_steps"] == {"kl": 4}
 
 
-@pytest.mark.xfail(strict=False, reason="long-format event streams (step, name, value, meta) "
-                   "read by rldk_engine.ingest: branch `ingest` (issue 19 item 2)")
 def test_a_metrics_file_in_the_original_event_format(tmp_path: Path, fake: str) -> None:
     result = check_command(f"{fake} events 4", compare=["kl", "reward_mean"], replicas=2,
                            out_dir=tmp_path, make_figure=False)

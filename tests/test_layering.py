@@ -34,10 +34,7 @@ BASE_MODULES = {"errors", "constants", "rulebook", "resume"}
 SHARED_FROM_LIVE = {"rldk_engine.live.process"}
 
 # Import cycles that exist today and the branch that removes them.
-KNOWN_CYCLES: dict[frozenset[str], str] = {
-    frozenset({"rldk_engine.forensics.scan", "rldk_engine.integrations.ray_scan"}):
-        "scan backends behind one interface: branch `forensics` (issue 13 item 5)",
-}
+KNOWN_CYCLES: dict[frozenset[str], str] = {}
 # (importer, imported) pairs that break a layer rule today, and the branch that fixes them.
 KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {}
 # Modules that import torch when imported, and why / who can change it.

@@ -148,8 +148,6 @@ def test_doctor_writes_the_scan_and_the_environment_card(ws: Path) -> None:
     assert card["findings"] and "python" in card["env"]
 
 
-@pytest.mark.xfail(strict=False, reason="kl_spike window 800-804 and kl_controller_drift "
-                   "800-999 on the original's doctored run: branch `forensics` (issue 19 item 4)")
 def test_doctor_finds_the_surge_and_the_stuck_kl_controller(ws: Path) -> None:
     scan, _ = _doctor_report(ws)
     anomalies = _anomalies(scan)
@@ -188,8 +186,6 @@ def test_each_grpo_seed_shows_the_kl_surge_and_no_controller_drift(ws: Path, see
     assert not _serious(anomalies, "kl_controller_drift")
 
 
-@pytest.mark.xfail(strict=False, reason="index.json beside run.jsonl is run metadata, skipped "
-                   "silently: branch `ingest` (issue 19 item 4)")
 def test_grpo_sidecar_index_json_is_skipped_silently(ws: Path) -> None:
     done = rldk(GRPO_SCAN.format(seed=1), ws)
     assert done.returncode == 0, done.stderr
@@ -242,9 +238,6 @@ def test_check_determinism_both_modes_with_the_original_script(tmp_path: Path) -
 # ----------------------------------------------------------------------------- monitor
 
 
-@pytest.mark.xfail(strict=False, reason="`rldk monitor --stream --rules --pid --alerts "
-                   "--report` in the compatibility app: branch `stopwell` (issue 19 item 3); "
-                   "long-format event streams: branch `live` (issue 19 item 2)")
 def test_monitor_demo_attaches_to_a_streaming_loop_and_stops_it(ws: Path) -> None:
     env = _env()
     env["KIT_LOOP_STEPS"], env["KIT_LOOP_SLEEP"] = "300", "0.05"

@@ -94,7 +94,8 @@ def _summary_table(report: dict):
     from rldk_engine.cli.text import plain
 
     table = Table(title="rldk scan")
-    table.add_column("run", overflow="fold", min_width=12, ratio=2)
+    longest = max((len(str(run["run_id"])) for run in report["runs"]), default=12)
+    table.add_column("run", overflow="fold", min_width=min(max(longest, 12), 48), ratio=2)
     table.add_column("format", no_wrap=True)
     table.add_column("steps", justify="right")
     table.add_column("health", justify="right")

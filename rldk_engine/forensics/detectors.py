@@ -446,10 +446,72 @@ def detect_kl_spike(run) -> list[Anomaly]:
     estimates below zero (impossible for a true KL) counted m-of-n."""
     out = [_guardrail_grade(run, a) for a in
            _spike_rule(run, "kl_spike", "kl", log_space=False, min_ratio=3.0, abs_margin=0.005)]
+    out += _over_stop_line(run, [a for a in out if a.metric == "kl"])
     if "kl" not in run.columns or _series(run, "kl") is None:
         out += _spike_rule(run, "kl_spike", "kl_seq", log_space=False, min_ratio=3.0, abs_margin=0.1)
     for metric in ("kl", "kl_seq"):
         out += _negative_kl(run, metric)
+    return out
+
+
+# The live presets' grad-norm rule (one verdict): above 10x the trailing median of 50
+# points in 3 of the last 10, after 10 points of warm-up.
+BLOWUP_RATIO, BLOWUP_WINDOW, BLOWUP_WARMUP, BLOWUP_M, BLOWUP_N = 10.0, 50, 10, 3, 10
+
+
+def _recurring_blowups(run, metric: str, found: list[Anomaly]) -> list[Anomaly]:
+    """Intermittent blow-ups that a baseline of noisy norms absorbs: m-of-n against the
+    trailing median, as the live preset judges them."""
+    ser = _series(run, metric)
+    if ser is None or ser[1].size <= BLOWUP_WARMUP + BLOWUP_M:
+        return []
+    steps, x = ser
+    import pandas as pd  # rolling median in O(n log w): runs can be millions of steps
+
+    med = pd.Series(x).rolling(BLOWUP_WINDOW, min_periods=1).median().shift(1).to_numpy()
+    hit = (med > 0) & (x > BLOWUP_RATIO * med)
+    hit[:BLOWUP_WARMUP] = False
+    counts = np.convolve(hit.astype(np.int32), np.ones(BLOWUP_N, dtype=np.int32))[: x.size]
+    flagged = counts >= BLOWUP_M
+    out = []
+    for i0, i1 in hit_windows(flagged, max_gap=BLOWUP_N):
+        i0 = max(0, i0 - BLOWUP_N + 1)
+        if any(a.start_step <= steps[i1] and steps[i0] <= a.end_step for a in found):
+            continue
+        n_hits = int(hit[i0 : i1 + 1].sum())
+        peak = float(x[i0 : i1 + 1].max())
+        out.append(Anomaly(
+            rule="grad_norm_spike", metric=metric, start_step=int(steps[i0]),
+            end_step=int(steps[i1]), severity="warning",
+            message=(f"{metric} above {BLOWUP_RATIO:g}x its trailing median at {n_hits} of "
+                     f"{i1 - i0 + 1} logged steps (recurring blow-ups, peak {peak:.4g})"),
+            evidence={"peak": _r(peak), "blowups": n_hits, "points": i1 - i0 + 1},
+        ))
+    return out
+
+
+def _over_stop_line(run, found: list[Anomaly]) -> list[Anomaly]:
+    """Per-token KL beyond the live stop line for GUARD_KL_STEPS consecutive logged steps
+    is critical even when no baseline saw it rise (a KL that runs away during warm-up):
+    the scan never calls healthy what the guardrail would have stopped."""
+    ser = _series(run, "kl")
+    if ser is None:
+        return []
+    steps, x = ser
+    over = np.abs(x) > GUARD_KL
+    out = []
+    for i0, i1 in hit_windows(over, max_gap=0):
+        if i1 - i0 + 1 < GUARD_KL_STEPS or any(
+                a.start_step <= steps[i1] and steps[i0] <= a.end_step for a in found):
+            continue
+        peak = float(np.abs(x[i0 : i1 + 1]).max())
+        out.append(Anomaly(
+            rule="kl_spike", metric="kl", start_step=int(steps[i0]), end_step=int(steps[i1]),
+            severity="critical",
+            message=(f"kl above the guardrail's stop line {GUARD_KL} for {i1 - i0 + 1} logged "
+                     f"steps (peak {peak:.4g}): the policy is running away from the reference"),
+            evidence={"peak": _r(peak), "threshold": GUARD_KL, "over_stop_line_steps": i1 - i0 + 1},
+        ))
     return out
 
 
@@ -496,8 +558,9 @@ def _negative_kl(run, metric: str) -> list[Anomaly]:
 def detect_grad_norm_spike(run) -> list[Anomaly]:
     out = []
     for metric in ("grad_norm", "value_grad_norm"):
-        out += _spike_rule(run, "grad_norm_spike", metric, log_space=True, min_ratio=3.0,
-                           abs_margin=0.0)
+        found = _spike_rule(run, "grad_norm_spike", metric, log_space=True, min_ratio=3.0,
+                            abs_margin=0.0)
+        out += found + _recurring_blowups(run, metric, found)
     return out
 
 
@@ -1386,7 +1449,7 @@ def detect(run, preset: str = "auto") -> list[Anomaly]:
                 found += det.func(run)
     finally:
         _LOCAL.cache = None
-    found = _drop_explained(found)
+    found = _surge_onset_only(_drop_explained(found), run.steps)
     found.sort(key=lambda a: (a.start_step, -SEVERITY_RANK[a.severity], a.rule, a.metric))
     return found
 
@@ -1394,6 +1457,30 @@ def detect(run, preset: str = "auto") -> list[Anomaly]:
 # A finding inside a window of a broader finding on the same metric is the same event:
 # a critic grad norm that stays 50x up is gradient imbalance, not a string of spikes.
 EXPLAINED_BY = {("grad_norm_spike", "value_grad_norm"): ("grad_imbalance", "value_divergence")}
+
+
+SURGE_STEPS = 5  # logged steps that make a KL surge's onset (the original kit's window)
+
+
+def _surge_onset_only(found: list[Anomaly], steps) -> list[Anomaly]:
+    """KL that jumps and then stays up while the controller does not react is two findings
+    with one cause: the surge (its first steps, kl_spike) and the stuck controller
+    (kl_controller_drift, which covers the sustained part). The spike keeps its evidence."""
+    drifts = [d for d in found if d.rule == "kl_controller_drift" and d.severity != "info"]
+    if not drifts:
+        return found
+    out = []
+    for a in found:
+        if a.rule == "kl_spike" and a.metric == "kl" and any(
+                d.start_step <= a.end_step and a.start_step <= d.end_step for d in drifts):
+            first = int(np.searchsorted(steps, a.start_step))
+            onset_end = int(steps[min(first + SURGE_STEPS - 1, len(steps) - 1)])
+            if onset_end < a.end_step:
+                a = Anomaly(a.rule, a.metric, a.start_step, onset_end, a.severity,
+                            f"{a.message}; the sustained part is the stuck KL controller "
+                            "(kl_controller_drift)", dict(a.evidence))
+        out.append(a)
+    return out
 
 
 def _drop_explained(found: list[Anomaly]) -> list[Anomaly]:
