@@ -50,9 +50,9 @@ for step in range(steps):
     if mode in ("env_file", "events"):
         continue  # its metrics go only to RLDK_METRICS_PATH
     if mode == "env_file_and_stdout":
-        print(json.dumps({"step": step, "objective/kl": 0.01 * step, "reward": float(step)}))
+        print(json.dumps({"step": step, "train/kl": 0.01 * step, "reward": float(step)}))
         continue
-    print(json.dumps({"step": step, "objective/kl": 0.01 * step, "ppo/loss/policy": -0.1}))
+    print(json.dumps({"step": step, "train/kl": 0.01 * step, "ppo/loss/policy": -0.1}))
     if mode == "crash" and replica == 1 and step == 1:
         print("Traceback: RuntimeError: replica 1 exploded", file=sys.stderr)
         sys.exit(1)
@@ -356,7 +356,7 @@ def test_command_not_found(tmp_path: Path) -> None:
 
 
 def _rows(n: int, **overrides) -> list[dict]:
-    rows = [{"step": s, "objective/kl": 0.01 * s, "env/reward_mean": 1.0 + s} for s in range(n)]
+    rows = [{"step": s, "train/kl": 0.01 * s, "env/reward_mean": 1.0 + s} for s in range(n)]
     for step, values in overrides.items():
         rows[int(step.lstrip("s"))].update(values)
     return rows
@@ -388,7 +388,7 @@ def test_runs_mode_late_growing_divergence_points_at_kernels(tmp_path: Path) -> 
 
 
 def test_runs_mode_one_odd_replica_points_at_environment(tmp_path: Path) -> None:
-    rows = [_rows(6), _rows(6), _rows(6, s3={"objective/kl": 9.0})]
+    rows = [_rows(6), _rows(6), _rows(6, s3={"train/kl": 9.0})]
     paths = [_write_jsonl(tmp_path / f"r{i}.jsonl", r) for i, r in enumerate(rows)]
     result = check_runs(paths, compare=["kl"], out_dir=tmp_path / "out")
     assert result.exit_code == 1
@@ -408,11 +408,11 @@ def test_tolerances_absolute_and_relative(tmp_path: Path) -> None:
 
 
 def test_nan_equals_nan_but_not_a_number(tmp_path: Path) -> None:
-    both_nan = [_rows(4, s1={"objective/kl": math.nan}) for _ in range(2)]
+    both_nan = [_rows(4, s1={"train/kl": math.nan}) for _ in range(2)]
     paths = [_write_jsonl(tmp_path / f"n{i}.jsonl", r) for i, r in enumerate(both_nan)]
     assert check_runs(paths, compare=["kl"], out_dir=tmp_path / "o1").exit_code == 0
 
-    mixed = [_rows(4, s1={"objective/kl": math.nan}), _rows(4)]
+    mixed = [_rows(4, s1={"train/kl": math.nan}), _rows(4)]
     paths = [_write_jsonl(tmp_path / f"m{i}.jsonl", r) for i, r in enumerate(mixed)]
     result = check_runs(paths, compare=["kl"], out_dir=tmp_path / "o2")
     card = _read_card(tmp_path / "o2")  # strict JSON: no bare NaN/Infinity tokens
@@ -423,7 +423,7 @@ def test_nan_equals_nan_but_not_a_number(tmp_path: Path) -> None:
 
 
 def test_non_numeric_value_is_a_mismatch_not_a_crash(tmp_path: Path) -> None:
-    bad = [_rows(4), _rows(4, s2={"objective/kl": "oops"})]
+    bad = [_rows(4), _rows(4, s2={"train/kl": "oops"})]
     paths = [_write_jsonl(tmp_path / f"b{i}.jsonl", r) for i, r in enumerate(bad)]
     result = check_runs(paths, compare=["kl"], out_dir=tmp_path / "out")
     assert result.exit_code == 1 and result.card["passed"] is False
@@ -440,7 +440,7 @@ def test_runs_mode_unreadable_log_names_the_file(tmp_path: Path) -> None:
 
 def test_cli_runs_mode_and_exit_codes(tmp_path: Path) -> None:
     a = _write_jsonl(tmp_path / "a.jsonl", _rows(5))
-    b = _write_jsonl(tmp_path / "b.jsonl", _rows(5, s4={"objective/kl": 1.0}))
+    b = _write_jsonl(tmp_path / "b.jsonl", _rows(5, s4={"train/kl": 1.0}))
     runner = CliRunner()
     out = tmp_path / "out"
     same = runner.invoke(app, ["determinism", "--runs", str(a), str(a), "-o", str(out)])
@@ -506,7 +506,7 @@ def test_live_diff_counts_a_step_only_once_every_replica_passed_it() -> None:
     from rldk_engine.ingest.parse import Record
 
     progress = [ReplicaProgress(state="running") for _ in range(3)]
-    live = LiveDiff(progress, ["objective/kl"])  # canonicalised: kl
+    live = LiveDiff(progress, ["train/kl"])  # canonicalised: kl
     for i, p in enumerate(progress):
         p.observe(Record(0, {"kl": 0.1, "loss": float(i)}))
     live.update()

@@ -29,7 +29,7 @@ NO_METRICS = r"""
 import sys
 print("\x1b[31m| rollout/ | [bold]table[/bold] |\x1b[0m")
 for i in range(300):
-    print(f"|    approx_kl_like | {i} |")
+    print(f"loading shard {i} of 300 ...")
 """
 
 

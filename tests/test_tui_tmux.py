@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -172,9 +173,10 @@ def test_the_workspace_reads_three_monitored_runs(tmux, tmp_path):
     and `rldk-tui watch DIR` in a real 120x40 terminal: each state read off the screen."""
     from rldk_tui.rundir import monitor_command
 
-    trainer = tmp_path / "trainer.py"
+    short = Path(tempfile.mkdtemp(prefix="ws", dir="/tmp"))  # the header shows the command whole
+    trainer = short / "trainer.py"
     trainer.write_text(TRAINER)
-    root = tmp_path / "rldk_runs"
+    root = short / "rldk_runs"
     root.mkdir()
     runs = {"runaway": ("runaway", "400"), "healthy": ("healthy", "60"),
             "crashed": ("crash", "20")}
@@ -215,3 +217,4 @@ def test_the_workspace_reads_three_monitored_runs(tmux, tmp_path):
         for name in runs:
             if (root / name).is_dir():
                 kill_leftovers(root / name)
+        shutil.rmtree(short, ignore_errors=True)
