@@ -53,6 +53,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check rldk_engine rldk_tui tests demos bench
+	$(VENV)/bin/mypy rldk_engine rldk_tui
 
 clean:
 	rm -rf $(VENV) artifacts test_artifacts rldk_reports bench/out .pytest_cache

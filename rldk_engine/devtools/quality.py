@@ -27,9 +27,13 @@ import statistics
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rldk_engine.devtools import fixtures as fx
 from rldk_engine.rulebook import offline_rule_ids
+
+if TYPE_CHECKING:
+    from rldk_engine.ingest.run import Run
 
 TOLERANCE = 10
 FINDING_LEVELS = ("warning", "critical")
@@ -63,14 +67,14 @@ class JudgedRun:
 # ---------------------------------------------------------------- running the detectors
 
 
-def offline_detections(run) -> list[Detection]:
+def offline_detections(run: Run) -> list[Detection]:
     from rldk_engine.forensics.detectors import detect
 
     return [Detection(a.rule, int(a.start_step), int(a.end_step), a.severity)
             for a in detect(run, "auto")]
 
 
-def streaming_detections(run, preset: str) -> list[Detection]:
+def streaming_detections(run: Run, preset: str) -> list[Detection]:
     """Fire/clear alert pairs of a replay, as windows."""
     from rldk_engine.live.rules import replay
 

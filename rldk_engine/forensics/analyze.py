@@ -78,11 +78,15 @@ import math
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rldk_engine.constants import NOISE_SIGMA, SEVERITY_RANK
 from rldk_engine.rulebook import COMPONENTS, component_rules
+
+if TYPE_CHECKING:
+    from rldk_engine.ingest.run import Run
 
 COMPONENT_METRICS = {
     "kl": ("kl", "kl_coef", "approx_kl"),
@@ -182,7 +186,7 @@ class Series:
         return int(self.values.size)
 
 
-def series(run, name: str) -> Series | None:
+def series(run: Run, name: str) -> Series | None:
     from rldk_engine.forensics.detectors import warmup_points
 
     col = run.columns.get(name)
@@ -243,7 +247,7 @@ def implied_kl_target(kl: np.ndarray, dlog_coef: np.ndarray) -> float | None:
     return target if lo <= target <= hi and target > 0 else None
 
 
-def _coef_steps(run, s: Series) -> np.ndarray | None:
+def _coef_steps(run: Run, s: Series) -> np.ndarray | None:
     """d log(kl_coef) from each KL point's row to the next row (NaN when unknown)."""
     coef = run.columns.get("kl_coef")
     if coef is None:
@@ -269,7 +273,7 @@ def _best_lag(err: np.ndarray, d: np.ndarray, max_lag: int = 5) -> tuple[int, fl
     return best, best_corr
 
 
-def analyze_kl(run, kl_target: float | None, w: int) -> Component:
+def analyze_kl(run: Run, kl_target: float | None, w: int) -> Component:
     s = series(run, "kl")
     if s is None:
         return _unavailable("kl")
@@ -373,7 +377,7 @@ def _norm_checks(s: Series, w: int) -> tuple[dict, dict, np.ndarray]:
     return ev, scores, ok.astype(float)
 
 
-def analyze_gradients(run, w: int) -> Component:
+def analyze_gradients(run: Run, w: int) -> Component:
     policy, value = series(run, "grad_norm"), series(run, "value_grad_norm")
     if policy is None and value is None:
         return _unavailable("gradients")
@@ -417,7 +421,7 @@ def _skew(x: np.ndarray) -> float | None:
     return float(np.mean(((x - x.mean()) / sd) ** 3))
 
 
-def analyze_advantages(run, w: int) -> Component:
+def analyze_advantages(run: Run, w: int) -> Component:
     s = series(run, "advantage_mean")
     if s is None:
         return _unavailable("advantages")
@@ -442,7 +446,7 @@ def analyze_advantages(run, w: int) -> Component:
     return Component("advantages", True, scores, ev, s.rows, normalised.astype(float))
 
 
-def analyze_reward(run, w: int) -> Component:
+def analyze_reward(run: Run, w: int) -> Component:
     s = series(run, "reward_mean")
     if s is None:
         return _unavailable("reward")
@@ -482,7 +486,7 @@ def analyze_reward(run, w: int) -> Component:
     return Component("reward", True, scores, ev, s.rows, ok.astype(float))
 
 
-def analyze_length(run, w: int) -> Component:
+def analyze_length(run: Run, w: int) -> Component:
     s = series(run, "response_len_mean")
     clip = series(run, "response_clip_ratio")
     if s is None and clip is None:
@@ -531,7 +535,7 @@ def component_score(healths: list[float]) -> float | None:
     return round(0.5 * min(healths) + 0.5 * sum(healths) / len(healths), 4)
 
 
-def _components(run, kl_target: float | None) -> list[Component]:
+def _components(run: Run, kl_target: float | None) -> list[Component]:
     n = max((int(np.isfinite(c).sum()) for c in run.columns.values()), default=0)
     w = window_size(n)
     return [
@@ -543,7 +547,7 @@ def _components(run, kl_target: float | None) -> list[Component]:
     ]
 
 
-def _analyze(run, kl_target: float | None = None, preset: str = "auto"):
+def _analyze(run: Run, kl_target: float | None = None, preset: str = "auto"):
     from rldk_engine import __version__
     from rldk_engine.forensics.detectors import detect, infer_algorithm
     from rldk_engine.forensics.health import health
@@ -595,7 +599,7 @@ def _analyze(run, kl_target: float | None = None, preset: str = "auto"):
     return analysis, comps, touching
 
 
-def analyze_run(run, kl_target: float | None = None, preset: str = "auto") -> dict:
+def analyze_run(run: Run, kl_target: float | None = None, preset: str = "auto") -> dict:
     """The comprehensive analysis of one run (JSON-ready dict; see the module docstring)."""
     return _analyze(run, kl_target, preset)[0]
 
@@ -633,8 +637,8 @@ def rolling_stats(col: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
-def metrics_table(run, w: int):
-    import pandas as pd  # type: ignore[import-untyped]  # no stubs in the venv
+def metrics_table(run: Run, w: int):
+    import pandas as pd
 
     data = {"step": run.steps}
     for name in run.canonical_metrics:
@@ -646,7 +650,7 @@ def metrics_table(run, w: int):
     return pd.DataFrame(data)
 
 
-def timeline_table(run, comps: list[Component], touching: dict[str, list]):
+def timeline_table(run: Run, comps: list[Component], touching: dict[str, list]):
     import pandas as pd
 
     from rldk_engine.forensics.health import SEVERITY_WEIGHT
@@ -705,7 +709,7 @@ def summary_table(analysis: dict):
 ANALYSIS_JSON = "comprehensive_analysis.json"
 
 
-def write_analysis(run, out_dir, kl_target: float | None = None, preset: str = "auto",
+def write_analysis(run: Run, out_dir, kl_target: float | None = None, preset: str = "auto",
                    csv_dir=None) -> dict:
     """Analyse `run`; write the JSON to out_dir and the three CSVs to csv_dir (default out_dir)."""
     import orjson

@@ -83,12 +83,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from rldk_engine.constants import MAD_TO_SIGMA, NOISE_SIGMA, SEVERITY_ORDER, SEVERITY_RANK
 from rldk_engine.rulebook import RULES
+
+if TYPE_CHECKING:
+    from rldk_engine.ingest.run import Run
 
 SEVERITIES = SEVERITY_ORDER
 
@@ -142,7 +146,7 @@ class Anomaly:
 @dataclass(frozen=True)
 class Detector:
     rule: str
-    func: Callable[[object], list[Anomaly]]
+    func: Callable[[Run], list[Anomaly]]
     algorithms: frozenset[str]
     metrics: tuple[str, ...]
 
@@ -168,14 +172,14 @@ def _memo(key: tuple, owner: np.ndarray, compute: Callable[[], object]):
     return hit[1]
 
 
-def _series(run, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+def _series(run: Run, name: str) -> tuple[np.ndarray, np.ndarray] | None:
     col = run.columns.get(name)
     if col is None:
         return None
     return _memo(("series", id(col)), col, lambda: _finite_series(run, col))
 
 
-def _finite_series(run, col: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+def _finite_series(run: Run, col: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     ok = np.isfinite(col)
     if ok.all():  # the usual case: no copies, the run's own arrays (memory on long runs)
         return (run.steps, col) if col.size >= 5 else None
@@ -184,7 +188,7 @@ def _finite_series(run, col: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None
     return run.steps[ok], col[ok]
 
 
-def _aligned(run, names: tuple[str, ...]) -> tuple[np.ndarray, list[np.ndarray]] | None:
+def _aligned(run: Run, names: tuple[str, ...]) -> tuple[np.ndarray, list[np.ndarray]] | None:
     found = [_series(run, name) for name in names]
     series = [s for s in found if s is not None]
     if len(series) < len(found):
@@ -192,8 +196,8 @@ def _aligned(run, names: tuple[str, ...]) -> tuple[np.ndarray, list[np.ndarray]]
     first = series[0][0]
     if all(s[0].size == first.size and (s[0] is first or np.array_equal(s[0], first)) for s in series):
         return first, [s[1] for s in series]  # same logged steps: reuse the memoised arrays
-    cols = [run.columns.get(name) for name in names]
-    if any(c is None for c in cols):
+    cols = [c for c in (run.columns.get(name) for name in names) if c is not None]
+    if len(cols) < len(names):
         return None
     ok = np.logical_and.reduce([np.isfinite(c) for c in cols])
     if int(ok.sum()) < 5:
@@ -407,7 +411,7 @@ def _centered_median(x: np.ndarray, k: int) -> np.ndarray:
 # ---------------------------------------------------------------- detectors
 
 
-def _spike_rule(run, rule: str, metric: str, log_space: bool, min_ratio: float,
+def _spike_rule(run: Run, rule: str, metric: str, log_space: bool, min_ratio: float,
                 abs_margin: float) -> list[Anomaly]:
     ser = _series(run, metric)
     if ser is None:
@@ -440,7 +444,7 @@ def _spike_rule(run, rule: str, metric: str, log_space: bool, min_ratio: float,
     )
 
 
-def detect_kl_spike(run) -> list[Anomaly]:
+def detect_kl_spike(run: Run) -> list[Anomaly]:
     """KL far above its own baseline; per-sequence KL (kl_seq, TRL PPO's objective/kl) is
     judged against its own baseline only, never against a per-token level; and KL
     estimates below zero (impossible for a true KL) counted m-of-n."""
@@ -459,7 +463,7 @@ def detect_kl_spike(run) -> list[Anomaly]:
 BLOWUP_RATIO, BLOWUP_WINDOW, BLOWUP_WARMUP, BLOWUP_M, BLOWUP_N = 10.0, 50, 10, 3, 10
 
 
-def _recurring_blowups(run, metric: str, found: list[Anomaly]) -> list[Anomaly]:
+def _recurring_blowups(run: Run, metric: str, found: list[Anomaly]) -> list[Anomaly]:
     """Intermittent blow-ups that a baseline of noisy norms absorbs: m-of-n against the
     trailing median, as the live preset judges them."""
     ser = _series(run, metric)
@@ -490,7 +494,7 @@ def _recurring_blowups(run, metric: str, found: list[Anomaly]) -> list[Anomaly]:
     return out
 
 
-def _over_stop_line(run, found: list[Anomaly]) -> list[Anomaly]:
+def _over_stop_line(run: Run, found: list[Anomaly]) -> list[Anomaly]:
     """Per-token KL beyond the live stop line for GUARD_KL_STEPS consecutive logged steps
     is critical even when no baseline saw it rise (a KL that runs away during warm-up):
     the scan never calls healthy what the guardrail would have stopped."""
@@ -515,7 +519,7 @@ def _over_stop_line(run, found: list[Anomaly]) -> list[Anomaly]:
     return out
 
 
-def _guardrail_grade(run, a: Anomaly) -> Anomaly:
+def _guardrail_grade(run: Run, a: Anomaly) -> Anomaly:
     """One verdict with the live guardrail: per-token KL beyond the stop line for
     GUARD_KL_STEPS consecutive logged steps inside the window is critical (stop-worthy)."""
     if a.severity == "critical":
@@ -529,7 +533,7 @@ def _guardrail_grade(run, a: Anomaly) -> Anomaly:
     return a
 
 
-def _negative_kl(run, metric: str) -> list[Anomaly]:
+def _negative_kl(run: Run, metric: str) -> list[Anomaly]:
     """A KL estimate below zero beyond its noise: the k1 estimator is dominated by a large
     mismatch between the sampling and the trained policy. Several within a short span
     (m-of-n) are a finding; one is info."""
@@ -555,7 +559,7 @@ def _negative_kl(run, metric: str) -> list[Anomaly]:
     return _cap_info(out)
 
 
-def detect_grad_norm_spike(run) -> list[Anomaly]:
+def detect_grad_norm_spike(run: Run) -> list[Anomaly]:
     out = []
     for metric in ("grad_norm", "value_grad_norm"):
         found = _spike_rule(run, "grad_norm_spike", metric, log_space=True, min_ratio=3.0,
@@ -564,7 +568,7 @@ def detect_grad_norm_spike(run) -> list[Anomaly]:
     return out
 
 
-def detect_approx_kl_high(run) -> list[Anomaly]:
+def detect_approx_kl_high(run: Run) -> list[Anomaly]:
     ser = _series(run, "approx_kl")
     if ser is None:
         return []
@@ -603,7 +607,7 @@ def detect_approx_kl_high(run) -> list[Anomaly]:
     return found
 
 
-def detect_kl_controller_drift(run) -> list[Anomaly]:
+def detect_kl_controller_drift(run: Run) -> list[Anomaly]:
     al = _aligned(run, ("kl", "kl_coef"))
     if al is None:
         return []
@@ -685,7 +689,7 @@ def _unanswered_kl_surge(steps, kl, coef, warm: int, sig: float) -> list[Anomaly
     return out
 
 
-def detect_advantage_bias(run) -> list[Anomaly]:
+def detect_advantage_bias(run: Run) -> list[Anomaly]:
     ser = _series(run, "advantage_mean")
     if ser is None:
         return []
@@ -724,13 +728,13 @@ def _initial_level(x: np.ndarray, k: int = 3) -> float:
     return float(np.median(x[: max(1, min(k, x.size))]))
 
 
-def _is_continuous_entropy(run, x: np.ndarray) -> bool:
+def _is_continuous_entropy(run: Run, x: np.ndarray) -> bool:
     """Differential entropy of a continuous (Gaussian) policy: it can be negative, and a
     logged action std says the policy is continuous."""
     return bool((x < 0).any()) or any(name in run.columns for name in CONTINUOUS_MARKERS)
 
 
-def detect_entropy_collapse(run) -> list[Anomaly]:
+def detect_entropy_collapse(run: Run) -> list[Anomaly]:
     ser = _series(run, "entropy")
     if ser is None:
         return []
@@ -785,7 +789,7 @@ def detect_entropy_collapse(run) -> list[Anomaly]:
     )
 
 
-def detect_grad_imbalance(run) -> list[Anomaly]:
+def detect_grad_imbalance(run: Run) -> list[Anomaly]:
     al = _aligned(run, ("grad_norm", "value_grad_norm"))
     if al is None:
         return []
@@ -818,7 +822,7 @@ def detect_grad_imbalance(run) -> list[Anomaly]:
     return _cap_info(out)
 
 
-def detect_non_finite(run) -> list[Anomaly]:
+def detect_non_finite(run: Run) -> list[Anomaly]:
     """NaN/inf/None where a number was logged, judged m-of-n: non-finite values anywhere
     in a window count together, so faults interleaved with finite values (Infinity, NaN,
     1e19, Infinity, ...) are one finding, not a string of one-step blips."""
@@ -878,7 +882,7 @@ def _longest_run(mask: np.ndarray) -> int:
     return best
 
 
-def detect_reward_hacking(run) -> list[Anomaly]:
+def detect_reward_hacking(run: Run) -> list[Anomaly]:
     al = _aligned(run, ("reward_mean", "response_len_mean", "kl"))
     if al is None:
         return []
@@ -931,7 +935,7 @@ def _trailing_median(x: np.ndarray, k: int) -> np.ndarray:
     return np.median(sliding_window_view(pad, k), axis=1)
 
 
-def detect_reward_collapse(run) -> list[Anomaly]:
+def detect_reward_collapse(run: Run) -> list[Anomaly]:
     """Reward far below what the run had reached, by a large part of the range it achieved.
 
     Three tests, all causal (a point is judged only against earlier points):
@@ -1017,7 +1021,7 @@ def _running_argmax(x: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(np.where(is_new, idx, 0))
 
 
-def detect_clip_frac_high(run) -> list[Anomaly]:
+def detect_clip_frac_high(run: Run) -> list[Anomaly]:
     ser = _series(run, "clip_frac")
     if ser is None:
         return []
@@ -1040,7 +1044,7 @@ def detect_clip_frac_high(run) -> list[Anomaly]:
     )
 
 
-def detect_length_explosion(run) -> list[Anomaly]:
+def detect_length_explosion(run: Run) -> list[Anomaly]:
     ser = _series(run, "response_len_mean")
     clip = _series(run, "response_clip_ratio")
     if ser is None and clip is None:
@@ -1051,14 +1055,15 @@ def detect_length_explosion(run) -> list[Anomaly]:
     evidence: dict[str, float] = {}
     length = run.columns.get("response_len_mean")
     ratio = run.columns.get("response_clip_ratio")
-    if ser is not None:
+    # a metric's column is there whenever its series is; the second test narrows the type
+    if ser is not None and length is not None:
         w = warmup_points(ser[1].size)
         early_len = _early_level(ser[1], w)
         evidence["early_length"] = _r(early_len)
         with np.errstate(invalid="ignore"):
             hit |= length >= LENGTH_ALONE * early_len
         hit &= ~_first_points(length, w)
-    if clip is not None:
+    if clip is not None and ratio is not None:
         w = warmup_points(clip[1].size)
         early_clip = _early_level(clip[1], w)
         evidence["early_clip_ratio"] = _r(early_clip)
@@ -1152,7 +1157,7 @@ def _first_points(col: np.ndarray, k: int) -> np.ndarray:
     return mask
 
 
-def detect_length_collapse(run) -> list[Anomaly]:
+def detect_length_collapse(run: Run) -> list[Anomaly]:
     ser = _series(run, "response_len_mean")
     if ser is None:
         return []
@@ -1186,7 +1191,7 @@ def detect_length_collapse(run) -> list[Anomaly]:
     )
 
 
-def detect_zero_std_groups(run) -> list[Anomaly]:
+def detect_zero_std_groups(run: Run) -> list[Anomaly]:
     """No learning signal: most prompt groups got identical rewards (their advantages are
     zero), or the gradient norm is exactly 0, while the reward sits low and does not rise.
 
@@ -1230,7 +1235,7 @@ def _not_covered(found: list[Anomaly], new: list[Anomaly]) -> list[Anomaly]:
         for b in found)]
 
 
-def _no_signal(run, steps: np.ndarray, mask: np.ndarray, metric: str, what: str) -> list[Anomaly]:
+def _no_signal(run: Run, steps: np.ndarray, mask: np.ndarray, metric: str, what: str) -> list[Anomaly]:
     """Windows (m-of-n) where `mask` holds while the reward is low for this run and not
     rising: no learning signal, not a phase of learning."""
     if mask.size < 10 or not mask.any():
@@ -1267,7 +1272,7 @@ def _expanding_noise(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _reward_low(run, steps: np.ndarray) -> np.ndarray:
+def _reward_low(run: Run, steps: np.ndarray) -> np.ndarray:
     """Per step in `steps`: reward (3-point trailing median) in the lowest third of the
     range seen so far, or flat (a range within noise); True when no reward is logged."""
     rew = run.columns.get("reward_mean")
@@ -1285,7 +1290,7 @@ def _reward_low(run, steps: np.ndarray) -> np.ndarray:
     return low[pos]
 
 
-def _value_loss_vanished(run, steps: np.ndarray) -> np.ndarray:
+def _value_loss_vanished(run: Run, steps: np.ndarray) -> np.ndarray:
     """Per step: the value loss (logged at or before it) is below VALUE_VANISHED of the
     largest value loss seen so far: the critic's error is gone, not growing."""
     vl = run.columns.get("value_loss")
@@ -1303,7 +1308,7 @@ def _value_loss_vanished(run, steps: np.ndarray) -> np.ndarray:
     return out
 
 
-def _value_loss_in_context(run, a: Anomaly) -> Anomaly:
+def _value_loss_in_context(run: Run, a: Anomaly) -> Anomaly:
     """Scale-aware: a value loss that grows with the return scale while the critic still
     explains the returns (explained variance high over the window) is not divergence.
     The raw loss is in the units of the squared returns, so it tracks their growth."""
@@ -1324,7 +1329,7 @@ def _value_loss_in_context(run, a: Anomaly) -> Anomaly:
     return a
 
 
-def detect_value_divergence(run) -> list[Anomaly]:
+def detect_value_divergence(run: Run) -> list[Anomaly]:
     out = []
     ser = _series(run, "value_loss")
     if ser is not None:
@@ -1420,7 +1425,7 @@ _GRPO_KEY_PREFIXES = ("completions/", "num_tokens", "rewards/", "clip_ratio/")
 _PPO_MARKERS = ("value_loss", "value_grad_norm", "explained_var")
 
 
-def infer_algorithm(run) -> str:
+def infer_algorithm(run: Run) -> str:
     """'grpo' when the run carries GRPO-only signals (TRL GRPOTrainer keys), else 'ppo'."""
     names = set(run.columns)
     if any(m in names for m in _GRPO_MARKERS):
@@ -1434,7 +1439,7 @@ def infer_algorithm(run) -> str:
     return "ppo"
 
 
-def detect(run, preset: str = "auto") -> list[Anomaly]:
+def detect(run: Run, preset: str = "auto") -> list[Anomaly]:
     """All findings for one run, ordered by start step then severity (worst first)."""
     if preset not in ("auto", "ppo", "grpo"):
         raise ValueError(f"unknown preset {preset!r} (use auto, ppo or grpo)")

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rldk_engine.constants import SEVERITY_RANK
 from rldk_engine.forensics.detectors import Anomaly
+
+if TYPE_CHECKING:
+    from rldk_engine.ingest.run import Run
 
 ALERTS_FILE = "alerts.jsonl"
 RUN_FILE = "run.jsonl"
@@ -28,7 +32,7 @@ def alerts_path_for(source: str) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
-def guardrail_anomalies(source: str, run) -> tuple[list[Anomaly], list[str]]:
+def guardrail_anomalies(source: str, run: Run) -> tuple[list[Anomaly], list[str]]:
     """(anomalies from alerts.jsonl, problems reading it) for the run read from `source`."""
     path = alerts_path_for(source)
     if path is None:

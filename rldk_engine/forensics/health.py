@@ -25,15 +25,19 @@ penalties compound multiplicatively so several problems drive the score toward 0
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from rldk_engine.rulebook import stability_rule_ids
+
+if TYPE_CHECKING:
+    from rldk_engine.ingest.run import Run
 
 SEVERITY_WEIGHT = {"info": 0.005, "warning": 0.15, "critical": 0.4}
 INFO_CAP = 0.05
 STABILITY_RULES = stability_rule_ids()  # the registry says which rules count
 
 
-def _step_span(run) -> int:
+def _step_span(run: Run) -> int:
     steps = run.steps
     if steps.size == 0:
         return 1
@@ -84,7 +88,7 @@ def score(anomalies, span: int) -> float:
     return round(min(1.0, max(0.0, score)), 4)
 
 
-def health(anomalies, run) -> dict[str, float]:
+def health(anomalies, run: Run) -> dict[str, float]:
     span = _step_span(run)
     return {
         "overall": score(anomalies, span),

@@ -6,10 +6,15 @@ or a Ray task can call it as is. Nothing here knows which backend runs it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rldk_engine.ingest.run import Run
+
 Result = tuple[dict | None, str | None]  # (report entry, None) or (None, "path: reason")
 
 
-def run_entry(run, preset: str = "auto") -> dict:
+def run_entry(run: Run, preset: str = "auto") -> dict:
     """The report entry of an already-read run.
 
     A run read from a monitor's run directory also carries the guardrail's verdict
@@ -51,13 +56,13 @@ def run_entry(run, preset: str = "auto") -> dict:
 NO_METRICS = "no metrics"
 
 
-def has_canonical_metrics(run) -> bool:
+def has_canonical_metrics(run: Run) -> bool:
     """True when at least one canonical metric (besides the step) was logged."""
     return any(name != "step" for name in run.canonical_metrics) or bool(
         any(name != "step" for name in run.nonfinite))
 
 
-def no_metrics_message(run) -> str:
+def no_metrics_message(run: Run) -> str:
     keys = run.unknown_keys
     shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} keys)" if len(keys) > 8 else "")
     what = f"keys seen: {shown}" if keys else "no keys besides the step"

@@ -584,9 +584,9 @@ def _read_table(path: str, builder: ColumnBuilder, delimiter: str) -> None:
 
 def _read_tensorboard(paths: Iterable[str], builder: ColumnBuilder) -> None:
     try:
-        from tensorboard.compat.proto import event_pb2  # type: ignore[import-untyped]
-        from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c  # type: ignore[import-untyped]
-        from tensorboard.util import tensor_util  # type: ignore[import-untyped]
+        from tensorboard.compat.proto import event_pb2
+        from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
+        from tensorboard.util import tensor_util
     except ImportError:
         first = next(iter(paths))
         raise InputError(

@@ -58,7 +58,8 @@ def _record_class():
         from wandb.proto import wandb_internal_pb2
     except ImportError:
         raise WandbError(missing_extra_message("wandb", "a W&B .wandb history file")) from None
-    return wandb_internal_pb2.Record
+    # the generated protobuf module builds its message classes at import time (no .pyi)
+    return wandb_internal_pb2.Record  # type: ignore[attr-defined]
 
 
 def _payloads(data: bytes, skip: Callable[[str], None]) -> Iterator[bytes]:

@@ -282,7 +282,7 @@ class RLDKCallback(TrainerCallback):
                 self.resume_plan = self._plan()
                 self.writer.write_status(force=True, resume=self.resume_plan)
                 try:
-                    write_plans([{"run_id": Path(args.output_dir).name, "source": str(self.run_dir / "run.jsonl"),
+                    write_plans([{"run_id": Path(args.output_dir).name, "source": str(self.writer.run_dir / "run.jsonl"),
                                   "resume": self.resume_plan}], Path(args.output_dir) / "rldk_reports")
                 except OSError as exc:
                     self.writer.report(f"cannot write the resume plan: {exc.strerror or exc}")

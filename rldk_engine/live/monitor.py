@@ -345,8 +345,10 @@ class Monitor:
             self.handle_record(record)
 
     def handle_record(self, record: Record) -> None:
-        if (record := self.merger.merge(record)) is None:
-            return
+        merged = self.merger.merge(record)
+        if merged is None:
+            return  # another rank's copy of a step already seen, with nothing new
+        record = merged
         now = time.time()
         self.steps += 1
         if self.notice is not None and self._silence_said:

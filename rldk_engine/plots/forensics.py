@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rldk_engine.ingest.run import Run
 
 
-def plot_anomaly(run, anomaly, out_png: str | os.PathLike) -> str:
+def plot_anomaly(run: Run, anomaly, out_png: str | os.PathLike) -> str:
     """Write a PNG of `anomaly.metric` (or its first evidence metric) with the window shaded."""
     import matplotlib
 

@@ -12,7 +12,7 @@ from textual.widgets import Static
 def query_gpus() -> list[tuple[int, float, float, float]] | None:
     """[(index, util %, used MiB, total MiB)] or None when no NVIDIA GPU is visible."""
     try:
-        import pynvml  # type: ignore[import-not-found]
+        import pynvml
 
         pynvml.nvmlInit()
         try:
