@@ -10,12 +10,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rldk_engine.determinism.base import CLOCK_KEYS, DeterminismError, as_float
 from rldk_engine.ingest.metrics import CANONICAL, canonical_name
 from rldk_engine.ingest.run import Run
+
+if TYPE_CHECKING:
+    from rldk_engine.ingest.parse import Record
 
 # A divergence that ends this many times larger than where it started "grows".
 GROWTH_FACTOR = 10.0
@@ -29,7 +33,7 @@ def empty_run(source: str = "<none>") -> Run:
                steps=np.zeros(0, dtype=np.int64), columns={})
 
 
-def run_from_records(records: Iterable, source: str = "<stdout>") -> Run:
+def run_from_records(records: Iterable[Record], source: str = "<stdout>") -> Run:
     """Parsed records (`.step`, `.metrics`) -> Run; a repeated step merges, later values
     win; a non-finite value is kept as logged (`Run.nonfinite`)."""
     by_step: dict[int, dict[str, float]] = {}

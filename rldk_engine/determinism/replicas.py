@@ -30,6 +30,7 @@ from rldk_engine.determinism.base import CLOCK_KEYS, DeterminismError, as_float,
 from rldk_engine.ingest.metrics import canonical_name
 
 if TYPE_CHECKING:
+    from rldk_engine.ingest.parse import Record
     from rldk_engine.ingest.run import Run
     from rldk_engine.live.process import ProcessGroup
 
@@ -92,7 +93,7 @@ class ReplicaProgress:
     # (step, metrics) in arrival order, appended by the reader, consumed by LiveDiff.
     feed: list = field(default_factory=list, repr=False)
 
-    def observe(self, record) -> None:
+    def observe(self, record: Record) -> None:
         """One parsed record (`.step`, `.metrics`) from the replica's reader thread."""
         metrics = {name: as_float(value) for name, value in record.metrics.items()}
         self.latest = {**self.latest, **metrics}

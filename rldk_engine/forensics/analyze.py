@@ -86,6 +86,7 @@ from rldk_engine.constants import NOISE_SIGMA, SEVERITY_RANK
 from rldk_engine.rulebook import COMPONENTS, component_rules
 
 if TYPE_CHECKING:
+    from rldk_engine.forensics.detectors import Anomaly
     from rldk_engine.ingest.run import Run
 
 COMPONENT_METRICS = {
@@ -522,7 +523,7 @@ def analyze_length(run: Run, w: int) -> Component:
 # ---------------------------------------------------------------- assembly
 
 
-def touches(anomaly, component: str) -> bool:
+def touches(anomaly: Anomaly, component: str) -> bool:
     if anomaly.rule in COMPONENT_RULES[component]:
         return True
     return anomaly.rule == "non_finite" and anomaly.metric in COMPONENT_METRICS[component]

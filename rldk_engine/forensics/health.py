@@ -25,11 +25,13 @@ penalties compound multiplicatively so several problems drive the score toward 0
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from rldk_engine.rulebook import stability_rule_ids
 
 if TYPE_CHECKING:
+    from rldk_engine.forensics.detectors import Anomaly
     from rldk_engine.ingest.run import Run
 
 SEVERITY_WEIGHT = {"info": 0.005, "warning": 0.15, "critical": 0.4}
@@ -44,7 +46,7 @@ def _step_span(run: Run) -> int:
     return max(1, int(steps[-1]) - int(steps[0]) + 1)
 
 
-def penalty(anomaly, span: int) -> float:
+def penalty(anomaly: Anomaly, span: int) -> float:
     covered = min(1.0, max(0.0, (anomaly.end_step - anomaly.start_step + 1) / span))
     return SEVERITY_WEIGHT.get(anomaly.severity, 0.0) * (0.5 + 0.5 * math.sqrt(covered))
 
@@ -61,13 +63,13 @@ def _union_length(windows: list[tuple[int, int]]) -> int:
     return covered
 
 
-def rule_penalties(anomalies, span: int) -> list[float]:
+def rule_penalties(anomalies: Sequence[Anomaly], span: int) -> list[float]:
     """One penalty per rule over its warning/critical windows: worst severity, union coverage.
 
     A detector may split one long fault into several windows; scored apart they would
     compound, and a larger fault (one merged window) could score better than a smaller one.
     """
-    by_rule: dict[str, list] = {}
+    by_rule: dict[str, list[Anomaly]] = {}
     for a in anomalies:
         if a.severity != "info":
             by_rule.setdefault(a.rule, []).append(a)
@@ -79,7 +81,7 @@ def rule_penalties(anomalies, span: int) -> list[float]:
     return penalties
 
 
-def score(anomalies, span: int) -> float:
+def score(anomalies: Sequence[Anomaly], span: int) -> float:
     """The health formula over any subset of anomalies and a step span (components, windows)."""
     info = min(INFO_CAP, sum(penalty(a, span) for a in anomalies if a.severity == "info"))
     score = 1.0 - info
@@ -88,7 +90,7 @@ def score(anomalies, span: int) -> float:
     return round(min(1.0, max(0.0, score)), 4)
 
 
-def health(anomalies, run: Run) -> dict[str, float]:
+def health(anomalies: Sequence[Anomaly], run: Run) -> dict[str, float]:
     span = _step_span(run)
     return {
         "overall": score(anomalies, span),

@@ -6,9 +6,11 @@ or a Ray task can call it as is. Nothing here knows which backend runs it.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from rldk_engine.ingest.readers import Source
     from rldk_engine.ingest.run import Run
 
 Result = tuple[dict | None, str | None]  # (report entry, None) or (None, "path: reason")
@@ -70,14 +72,14 @@ def no_metrics_message(run: Run) -> str:
             f"metric ({what}); health n/a. See `rldk-engine inspect {run.source}`")
 
 
-def scan_run(source_or_path, preset: str = "auto", fmt: str | None = None) -> dict:
+def scan_run(source_or_path: Source | str | os.PathLike, preset: str = "auto", fmt: str | None = None) -> dict:
     """Read and scan one run (a path or a readers.Source); raises InputError if unreadable."""
     from rldk_engine.ingest.readers import read_run
 
     return run_entry(read_run(source_or_path, fmt=fmt), preset)
 
 
-def scan_one(source, preset: str = "auto", fmt: str | None = None) -> Result:
+def scan_one(source: Source | str | os.PathLike, preset: str = "auto", fmt: str | None = None) -> Result:
     """(entry, None), or (None, "path: reason") when the run is unreadable."""
     from rldk_engine.errors import InputError
 

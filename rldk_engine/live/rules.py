@@ -28,12 +28,15 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from statistics import median
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from rldk_engine.constants import MAD_TO_SIGMA, SEVERITY_ORDER
 from rldk_engine.ingest.metrics import canonical_name  # the alias table: standard library only
 from rldk_engine.ingest.tail import open_regular
 from rldk_engine.live.protocol import json_number  # noqa: F401  (re-exported: Alert rows use it)
+
+if TYPE_CHECKING:
+    from rldk_engine.ingest.run import Run  # numpy: never imported on the live hot path
 
 SEVERITIES = SEVERITY_ORDER
 ACTIONS = ("warn", "stop")
@@ -658,7 +661,7 @@ class Guard:
         return GuardResult(alerts, self.stopped)
 
 
-def iter_observations(run_or_records: Any) -> Iterable[tuple[int, dict[str, float]]]:
+def iter_observations(run_or_records: Run | Iterable[Any]) -> Iterable[tuple[int, dict[str, float]]]:
     """(step, metrics) pairs from a Run (columns + nonfinite) or an iterable of Records
     or (step, dict) pairs."""
     if hasattr(run_or_records, "columns") and hasattr(run_or_records, "steps"):
@@ -681,7 +684,7 @@ def iter_observations(run_or_records: Any) -> Iterable[tuple[int, dict[str, floa
             yield int(step), dict(metrics)
 
 
-def replay(run_or_records: Any, rules: list[Rule] | str | None = "ppo") -> list[Alert]:
+def replay(run_or_records: Run | Iterable[Any], rules: list[Rule] | str | None = "ppo") -> list[Alert]:
     """Feed a stored run through the engine step by step; same alerts as live."""
     if isinstance(rules, str):
         rules = preset_rules(rules)

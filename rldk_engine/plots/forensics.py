@@ -6,10 +6,11 @@ import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from rldk_engine.forensics.detectors import Anomaly
     from rldk_engine.ingest.run import Run
 
 
-def plot_anomaly(run: Run, anomaly, out_png: str | os.PathLike) -> str:
+def plot_anomaly(run: Run, anomaly: Anomaly, out_png: str | os.PathLike) -> str:
     """Write a PNG of `anomaly.metric` (or its first evidence metric) with the window shaded."""
     import matplotlib
 
