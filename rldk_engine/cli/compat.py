@@ -19,23 +19,10 @@ from rldk_engine.cli.analyze import analyze_command
 from rldk_engine.cli.determinism import determinism_command
 from rldk_engine.cli.fixtures import doctor_command
 from rldk_engine.cli.scan import scan_command
+from rldk_engine.cli.text import new_app
 
-app = typer.Typer(
-    name="rldk",
-    help="RL Debug Kit (compatibility commands of the original kit).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # plain help and usage errors: no rich import (start-up time)
-)
-forensics = typer.Typer(
-    name="forensics",
-    help="Forensic analysis of finished runs.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # plain help and usage errors: no rich import (start-up time)
-)
+app = new_app("rldk", "RL Debug Kit (compatibility commands of the original kit).")
+forensics = new_app("forensics", "Forensic analysis of finished runs.")
 
 
 @app.callback()

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import typer
-
 from rldk_engine.cli.analyze import analyze_command
 from rldk_engine.cli.determinism import determinism_command
 from rldk_engine.cli.fixtures import register as register_forensics_tools
 from rldk_engine.cli.inspect import inspect_command
 from rldk_engine.cli.monitor import MONITOR_CONTEXT, monitor_command
 from rldk_engine.cli.scan import scan_command
+from rldk_engine.cli.text import new_app
 
-app = typer.Typer(
-    name="rldk-engine",
-    help="RL Debug Kit engine: ingest, live guardrails, forensics and determinism checks.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # plain help and usage errors: no rich import (start-up time)
-)
+app = new_app("rldk-engine", "RL Debug Kit engine: ingest, live guardrails, forensics and determinism checks.")
 
 
 @app.callback()

@@ -37,3 +37,12 @@ def plain(value: object, style: str = "") -> Any:
 def print_error(console: Any, message: object) -> None:
     """One line on an error console, literally."""
     console.print(plain(message), soft_wrap=True)
+
+
+def new_app(name: str, help: str) -> Any:
+    """A Typer app with rldk's settings: plain help and usage errors (no rich import, for
+    start-up time), no completion commands, no pretty tracebacks."""
+    import typer
+
+    return typer.Typer(name=name, help=help, no_args_is_help=True, add_completion=False,
+                       pretty_exceptions_enable=False, rich_markup_mode=None)

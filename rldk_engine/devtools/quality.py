@@ -144,7 +144,8 @@ def judge_fixtures(seeds: int, n_steps: int, modes=MODES) -> list[JudgedRun]:
 # ---------------------------------------------------------------- matching and scores
 
 
-def _overlaps(d: Detection, label: dict, tolerance: int) -> bool:
+def overlaps(d: Detection, label: dict, tolerance: int) -> bool:
+    """Same rule, windows within `tolerance` steps of each other."""
     return (d.rule == label["rule"]
             and d.start_step <= label["end_step"] + tolerance
             and d.end_step >= label["start_step"] - tolerance)
@@ -206,7 +207,7 @@ def score_mode(judged: list[JudgedRun], mode: str, tolerance: int = TOLERANCE,
                 continue
             score = per_rule.setdefault(lab["rule"], RuleScore())
             score.labels += 1
-            hits = [d for d in findings if _overlaps(d, lab, tolerance)]
+            hits = [d for d in findings if overlaps(d, lab, tolerance)]
             if hits:
                 first = min(hits, key=lambda d: d.start_step)
                 score.recalled += 1
@@ -216,9 +217,9 @@ def score_mode(judged: list[JudgedRun], mode: str, tolerance: int = TOLERANCE,
                 score.missed_examples.append(f"{where} [{lab['start_step']}-{lab['end_step']}]")
         for d in findings:
             score = per_rule.setdefault(d.rule, RuleScore())
-            if any(_overlaps(d, lab, tolerance) for lab in primary):
+            if any(overlaps(d, lab, tolerance) for lab in primary):
                 score.true_positives += 1
-            elif any(_overlaps(d, lab, tolerance) for lab in secondary):
+            elif any(overlaps(d, lab, tolerance) for lab in secondary):
                 continue
             else:
                 score.false_positives += 1

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from rldk_engine.constants import SEVERITY_RANK
-from rldk_engine.devtools.quality import TOLERANCE, Detection, streaming_detections
+from rldk_engine.devtools.quality import TOLERANCE, Detection, overlaps, streaming_detections
 
 LABEL_FILE = "label.json"
 NOT_LOGS = {LABEL_FILE, "PROVENANCE.md", "README.md", "LICENSE", "NOTICE"}
@@ -156,9 +156,7 @@ def _counts_for(d: Detection, failure: dict) -> bool:
 
 
 def _matches(d: Detection, failure: dict, tolerance: int) -> bool:
-    return (d.rule == failure["rule"] and _counts_for(d, failure)
-            and d.start_step <= failure["end_step"] + tolerance
-            and d.end_step >= failure["start_step"] - tolerance)
+    return _counts_for(d, failure) and overlaps(d, failure, tolerance)
 
 
 @dataclass

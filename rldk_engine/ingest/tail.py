@@ -87,6 +87,9 @@ def check_regular(path: str | os.PathLike) -> None:
         raise NotARegularFile(path, f"is {file_kind(info.st_mode)}, not a regular file; refused")
 
 
+HEAD_MAX = 64 << 10  # a first line longer than this is not watched for rewrites
+
+
 class FileTail:
     """Whole new lines of one growing file, `max_bytes` at most per `read_lines()` call.
 
@@ -95,11 +98,14 @@ class FileTail:
     overlong: "split" hands a line longer than `max_line` on in pieces; "drop" skips it
         up to its newline and counts it in `dropped_lines`.
     nofollow: refuse a symlink at the path (run-directory files).
+    watch_head: read the file again from the start when its first line changes in place
+        (a CSV rewritten with a wider header); the lines come again.
     Lines come back without their b"\\n" (a b"\\r" before it is kept).
     """
 
     def __init__(self, path: str | os.PathLike, *, start_at_end: bool = False,
-                 max_line: int = MAX_LINE, overlong: str = "split", nofollow: bool = False):
+                 max_line: int = MAX_LINE, overlong: str = "split", nofollow: bool = False,
+                 watch_head: bool = False):
         if overlong not in ("split", "drop"):
             raise ValueError("overlong must be 'split' or 'drop'")
         self.path = Path(path)
@@ -113,6 +119,11 @@ class FileTail:
         self.skipping = False  # "drop": inside an overlong line, skip to its newline
         self.dropped_lines = 0
         self.split_lines = 0
+        # watch_head: a file rewritten in place from its start (SB3 rewrites progress.csv
+        # with a wider header when new keys appear) is read again from the start
+        self.watch_head = watch_head
+        self.head: bytes | None = None
+        self.rewrites = 0
         if start_at_end:
             try:
                 info = os.stat(self.path)
@@ -148,6 +159,15 @@ class FileTail:
                 pass
             self.fd = None
 
+    def _head_rewritten(self) -> bool:
+        """The first line is not what it was when it was read: rewritten in place."""
+        if not self.watch_head or self.head is None or self.fd is None:
+            return False
+        if os.pread(self.fd, len(self.head), 0) != self.head:
+            self.rewrites += 1
+            return True
+        return False
+
     def _replaced(self) -> bool:
         """True when the path now names another file (rotated) or nothing (deleted)."""
         try:
@@ -166,17 +186,21 @@ class FileTail:
         assert self.fd is not None
         try:
             size = os.fstat(self.fd).st_size
-            if size < self.offset:  # truncated in place: start again
+            if size < self.offset or self._head_rewritten():  # truncated or rewritten: start again
                 os.lseek(self.fd, 0, os.SEEK_SET)
                 self.offset = 0
                 self.partial.clear()
                 self.skipping = False
+                self.head = None
+            start = self.offset
             data = os.read(self.fd, max_bytes) if size > self.offset else b""
         except OSError:
             self.close()
             return []
         if data:
             self.offset += len(data)
+            if self.watch_head and start == 0 and b"\n" in data[:HEAD_MAX]:
+                self.head = data[: data.index(b"\n") + 1]
             return self._split(data)
         if self._replaced():  # rotated or deleted: the old file is drained, take the next one
             lines = []

@@ -171,7 +171,7 @@ def _pump(stream, name: str, q: queue.Queue, echo) -> None:
 def _follow(path: Path, q: queue.Queue, stop: threading.Event, echo, report) -> None:
     """Tail a growing file from its start (FileTail: truncation, rotation, size-capped
     non-blocking reads); a special file at the path ends following with a message."""
-    tail = FileTail(path)
+    tail = FileTail(path, watch_head=True)  # SB3 rewrites progress.csv in place
     try:
         while not stop.is_set():
             try:

@@ -48,10 +48,6 @@ def test_sb3_ppo_cartpole_tables_become_rows_under_the_monitor(tmp_path):
         assert row["reward_mean"] == pytest.approx(float(record["rollout/ep_rew_mean"]), rel=1e-2)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "SB3's CSV writer rewrites progress.csv in place when new keys appear (the train/ keys "
-    "after the first rollout: header extended, earlier lines padded), so a tail that keeps "
-    "the first header reads only the first row; --follow must re-read a rewritten header"))
 def test_sb3_progress_csv_followed_live_while_sb3_writes_it(tmp_path):
     csv_path, run_dir = tmp_path / "sb3" / "progress.csv", tmp_path / "run"
     trainer = subprocess.Popen(
