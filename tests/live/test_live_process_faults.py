@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import MONITOR_FAST, REPO, pid_gone, reported_pids
+from helpers import MONITOR_FAST, REPO, pid_gone, reported_pids, wait_until
 
 PY = sys.executable
 
@@ -90,11 +90,7 @@ def test_child_killed_from_outside_exits_137(tmp_path):
             metric(s)
         time.sleep(60)
         """)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if (run_dir / "run.jsonl").exists() and len(steps_in(run_dir)) == 10:
-            break
-        time.sleep(0.05)
+    wait_until(lambda: (run_dir / "run.jsonl").exists() and len(steps_in(run_dir)) == 10, timeout=15)
     os.kill(status(run_dir)["child_pid"], signal.SIGKILL)
     out, err = mon.communicate(timeout=15)
     assert mon.returncode == 137, err.decode()
