@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+TESTS = REPO / "tests"
+DATA = TESTS / "data"
+# `rldk-engine monitor` as the tests start it (this interpreter, this checkout via cwd=REPO).
+MONITOR = [sys.executable, "-m", "rldk_engine.cli", "monitor"]
+# ... with short grace periods, for tests that stop a trainer on purpose.
+MONITOR_FAST = [*MONITOR, "--grace-int", "0.2", "--grace-term", "0.2"]
 # Real third-party logs, read in place from ../shared (never copied into the repo).
 REAL_LOGS = REPO.parent / "shared" / "fixtures" / "real"
 # The real runs that are healthy: no warning, no stop, health >= 0.9.
@@ -23,6 +30,18 @@ async def wait_for(pilot, condition, timeout: float = 15.0) -> None:
         if condition():
             return
         await pilot.pause(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def wait_until(condition, timeout: float = 15.0) -> None:
+    """Poll `condition()` (outside any event loop) until it holds; fail after `timeout` s."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
     raise AssertionError("condition not met in time")
 
 
@@ -45,6 +64,30 @@ def pid_gone(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def pid_alive(pid: int) -> bool:
+    """The process exists and can still run (a zombie counts as dead)."""
+    return not pid_gone(pid)
+
+
+def kill_leftovers(run_dir) -> None:
+    """SIGKILL the process groups a run dir's status.json names (trainer and monitor),
+    unless the run already ended, so a failed test leaks nothing into the rest."""
+    import os
+    import signal
+
+    from rldk_tui.rundir import read_status
+
+    status = read_status(Path(run_dir))
+    if status.get("state") in ("stopped", "exited"):
+        return
+    for key in ("pgid", "monitor_pid"):
+        if status.get(key):
+            try:
+                os.killpg(status[key], signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 def reported_pids(stdout: bytes) -> list[int]:

@@ -11,8 +11,13 @@ import time
 import pytest
 from realrun import HERE, REPO, child_env, explain, monitor, rows_by_step
 
-pytest.importorskip("stable_baselines3")
-pytest.importorskip("gymnasium")
+
+@pytest.fixture(scope="module", autouse=True)
+def _needs_the_real_libraries():
+    # Imported when a test of this module runs, not at collection (keeps collecting fast).
+    pytest.importorskip("stable_baselines3")
+    pytest.importorskip("gymnasium")
+
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,14 @@ import json
 import pytest
 from realrun import explain, monitor, read_jsonl, rows_by_step, run_script
 
-pytest.importorskip("trl")
-pytest.importorskip("transformers")
-pytest.importorskip("datasets")
+
+@pytest.fixture(scope="module", autouse=True)
+def _needs_the_real_libraries():
+    # Imported when a test of this module runs, not at collection (keeps collecting fast).
+    pytest.importorskip("trl")
+    pytest.importorskip("transformers")
+    pytest.importorskip("datasets")
+
 
 pytestmark = pytest.mark.slow
 

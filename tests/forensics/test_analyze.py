@@ -286,3 +286,27 @@ def test_cli_bad_input_is_one_line_exit_2(doctored_dir, tmp_path, args, reason):
     result = CliRunner().invoke(app, ["analyze", *args, "--out", str(tmp_path)])
     assert result.exit_code == 2
     assert reason in result.output and "Traceback" not in result.output
+
+
+# ----------------------------------------------------------------------------- zero response lengths
+
+
+def _length_run(lengths):
+    rows = [{"step": i, "kl": 0.05, "reward_mean": 1.0 + 0.001 * i, "response_len_mean": v}
+            for i, v in enumerate(lengths)]
+    return Run.from_records(rows)
+
+
+def test_analyze_survives_a_response_length_that_starts_at_zero():
+    # zero early length (nothing generated yet / placeholder) used to overflow math.exp
+    result = analyze_run(_length_run([0.0] * 40 + [100.0] * 160))
+    length = result["components"]["length"]
+    assert length["available"]
+    assert length["evidence"]["max_drift_ratio"] is None  # no finite ratio from 0
+    assert 0.0 <= length["health"] <= 1.0
+    json.dumps(result, allow_nan=False)
+
+
+def test_analyze_survives_an_all_zero_response_length():
+    result = analyze_run(_length_run([0.0] * 200))
+    assert 0.0 <= result["components"]["length"]["health"] <= 1.0

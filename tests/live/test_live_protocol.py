@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import MONITOR, REPO
 
 from rldk_engine.ingest.tail import FileTail, NotARegularFile, check_regular
 from rldk_engine.live import protocol
@@ -27,7 +28,6 @@ from rldk_engine.live.protocol import (
     write_atomic,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 OFF = ["false", "False", " FALSE ", "0", "no", "off", "", False, 0, 0.0, None]
 ON = ["true", "1", "yes", "on", True, 1]
 
@@ -173,7 +173,7 @@ def test_second_writer_on_a_run_dir_is_refused(tmp_path):
 
 def test_second_monitor_on_one_run_dir_refuses_with_one_line(tmp_path):
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "rldk_engine.cli", "monitor", "--quiet", "--run-dir", str(run_dir), "--"]
+    cmd = [*MONITOR, "--quiet", "--run-dir", str(run_dir), "--"]
     first = subprocess.Popen([*cmd, sys.executable, "-c", "import time; print('{\"step\": 0, \"kl\": 0.1}', flush=True); time.sleep(30)"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
     try:

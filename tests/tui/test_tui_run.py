@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from helpers import wait_for
+from helpers import pid_alive, wait_for
 from textual.widgets import Switch
 
 from rldk_tui.app import AppConfig, RldkApp
@@ -38,19 +38,6 @@ TRAINER = textwrap.dedent("""
                           "entropy": 1.0 - step / 1000}), flush=True)
         time.sleep(delay)
 """)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie nobody reaped yet is gone for our purposes
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 from typer.testing import CliRunner
 
 from rldk_engine.cli import app
@@ -63,7 +64,7 @@ def test_backends_import_no_cycle_and_no_private_names():
     """scan -> backends <- ray_scan: ray_scan never imports scan, nothing private crosses."""
     import ast
 
-    root = Path(__file__).resolve().parents[1] / "rldk_engine"
+    root = REPO / "rldk_engine"
     for rel in ("integrations/ray_scan.py", "forensics/backends.py", "forensics/run_scan.py"):
         tree = ast.parse((root / rel).read_text())
         for node in ast.walk(tree):

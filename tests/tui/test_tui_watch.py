@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import orjson
 import pytest
 from helpers import wait_for
@@ -108,3 +110,22 @@ async def test_state_change_in_status_json_reaches_the_header(live_dir):
         await wait_for(pilot, lambda: not app.live.is_running)
         assert app.query_one(RunHeader).state_text == "exited with code 0"
         assert app.check_action("kill", ()) is None
+
+
+# ----------------------------------------------------------------------------- the run dir disappears
+
+
+async def test_run_dir_deleted_while_watched_says_so_and_k_does_not_crash(tmp_path):
+    run_dir = write_sample_run_dir(tmp_path / "run", stopped=False)
+    app = RldkApp(AppConfig(run_dir=run_dir, gpu=False, clock=lambda: T0 + 100,
+                            refresh_s=0.05))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.live.is_running, timeout=10.0)
+        shutil.rmtree(run_dir)
+        header = app.query_one(RunHeader)
+        await wait_for(pilot, lambda: "run directory gone" in header.state_text, timeout=10.0)
+        assert header.state_kind == "alert"
+        assert not app.live.is_running  # nothing can reach the monitor: k is greyed out
+        app.live.request_stop()  # a stop sent anyway fails with a message, not a traceback
+        await pilot.pause(0.1)
+    assert app.return_value is None  # exited normally, no exception escaped

@@ -7,16 +7,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from helpers import HEALTHY_REAL
+from helpers import HEALTHY_REAL, MONITOR, REPO
 
 from rldk_engine.devtools.fixtures import scenario_run, write_run
 from rldk_engine.ingest.readers import read_run
 from rldk_engine.live.rules import replay
 
-REPO = Path(__file__).resolve().parents[1]
 PRESETS = ("ppo", "grpo")
 VERL_LOGS = tuple(name for name in HEALTHY_REAL if name.startswith("verl_"))
 
@@ -49,7 +47,7 @@ def test_verl_console_log_streamed_through_live_monitor(real_logs, tmp_path, nam
     """The live path: raw console lines (Ray prefixes, ANSI, NUL bytes) on stdin."""
     run_dir = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "rldk_engine.cli", "monitor", "--quiet", "--run-dir", str(run_dir), "-"],
+        [*MONITOR, "--quiet", "--run-dir", str(run_dir), "-"],
         stdin=open(real_logs / name, "rb"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         timeout=60, cwd=REPO)
     assert proc.returncode == 0, proc.stderr.decode()
@@ -72,7 +70,7 @@ def test_demo_trainer_under_live_monitor_is_not_stopped(tmp_path):
     """The real torch trainer (default, stable settings), PPO and GRPO side by side."""
     procs = {}
     for algo in PRESETS:
-        cmd = [sys.executable, "-m", "rldk_engine.cli", "monitor", "--quiet", "--preset", algo,
+        cmd = [*MONITOR, "--quiet", "--preset", algo,
                "--run-dir", str(tmp_path / algo), "--",
                sys.executable, str(REPO / "demos" / "ppo_trainer.py"), "--steps", "100", "--algo", algo]
         procs[algo] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)

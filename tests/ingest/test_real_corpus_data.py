@@ -14,10 +14,11 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers import DATA
 
 from rldk_engine.ingest.readers import Source, read_run
 
-CORPUS = Path(__file__).resolve().parent / "data" / "real"
+CORPUS = DATA / "real"
 SIDE_FILES = {"PROVENANCE.md", "label.json"}
 # The rule ids of SPEC.md ("Rules"); a rule added later to the rulebook is accepted too.
 SPEC_RULES = {

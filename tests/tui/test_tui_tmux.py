@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import REPO, kill_leftovers, pid_alive
 
 from rldk_tui.rundir import read_status
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 
-ROOT = Path(__file__).resolve().parents[1]
 RUNAWAY = textwrap.dedent("""
     import json, sys, time
     runaway_from, delay = int(sys.argv[1]), float(sys.argv[2])
@@ -44,7 +44,7 @@ class Tmux:
 
     def start(self, name: str, command: str) -> None:
         """Open a 120x40 window, wait until it really is that size, then run command."""
-        self("new-session", "-d", "-s", name, "-x", "120", "-y", "40", "-c", str(ROOT),
+        self("new-session", "-d", "-s", name, "-x", "120", "-y", "40", "-c", str(REPO),
              "sleep 600")
         # Detached windows may fall back to 80x24: pin the size by hand.
         self("set-option", "-t", name, "window-size", "manual")
@@ -56,7 +56,7 @@ class Tmux:
                 break
             time.sleep(0.05)
         env = "env -u NO_COLOR -u COLUMNS -u LINES TERM=xterm-256color TEXTUAL_ANIMATIONS=none "
-        self("respawn-pane", "-k", "-t", name, "-c", str(ROOT), env + command + "; sleep 60")
+        self("respawn-pane", "-k", "-t", name, "-c", str(REPO), env + command + "; sleep 60")
 
     def capture(self, name: str) -> str:
         return self("capture-pane", "-p", "-t", name)
@@ -88,26 +88,6 @@ def runaway(tmp_path) -> Path:
 
 def tui(*args: str) -> str:
     return shlex.join([sys.executable, "-m", "rldk_tui.cli", *args])
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except (ProcessLookupError, FileNotFoundError):
-        return False
-
-
-def kill_leftovers(run_dir: Path) -> None:
-    status = read_status(run_dir)
-    if status.get("state") in ("stopped", "exited"):
-        return
-    for key in ("pgid", "monitor_pid"):
-        if status.get(key):
-            try:
-                os.killpg(status[key], signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
 
 
 def test_guardrail_stop_in_a_real_terminal(tmux, runaway, tmp_path):

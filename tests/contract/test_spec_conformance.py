@@ -9,6 +9,7 @@ import sys
 from importlib.metadata import entry_points
 
 import typer
+from helpers import MONITOR
 
 from rldk_engine import cli
 from rldk_engine.cli import compat
@@ -103,7 +104,7 @@ def test_for_n_counts_steps_not_lines_that_repeat_a_step():
 
 def test_monitor_does_not_stop_on_three_steps_logged_on_two_lines_each(tmp_path):
     text = _kl_lines_twice_per_step(range(4, 7))
-    proc = subprocess.run([PY, "-m", "rldk_engine.cli", "monitor", "--run-dir", str(tmp_path / "r"), "--quiet", "-"],
+    proc = subprocess.run([*MONITOR, "--run-dir", str(tmp_path / "r"), "--quiet", "-"],
                           input=text, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "r" / "alerts.jsonl").read_text() == ""
@@ -111,7 +112,7 @@ def test_monitor_does_not_stop_on_three_steps_logged_on_two_lines_each(tmp_path)
 
 def test_monitor_stops_on_five_steps_logged_on_two_lines_each(tmp_path):
     text = _kl_lines_twice_per_step(range(3, 8))
-    proc = subprocess.run([PY, "-m", "rldk_engine.cli", "monitor", "--run-dir", str(tmp_path / "r"), "--quiet", "-"],
+    proc = subprocess.run([*MONITOR, "--run-dir", str(tmp_path / "r"), "--quiet", "-"],
                           input=text, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 3
     alerts = [json.loads(line) for line in (tmp_path / "r" / "alerts.jsonl").read_text().splitlines()]

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from helpers import DATA
 from helpers import REAL_LOGS as REAL
 
 from rldk_engine.forensics.detectors import DETECTORS, Anomaly, detect, infer_algorithm
@@ -319,7 +318,7 @@ def test_trl_grpo_log_gives_length_truncation_finding(real_runs):
 
 # ---------------------------------------------------------------- the original kit's fixtures
 
-KIT = Path(__file__).resolve().parent / "data" / "original_kit" / "test_artifacts"
+KIT = DATA / "original_kit" / "test_artifacts"
 
 
 def _kit_findings(rel: str) -> list:

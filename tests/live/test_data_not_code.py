@@ -10,12 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import MONITOR, REPO
 
 from rldk_engine.live.rules import RulesError, parse_rules_text
 
-REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
-MONITOR = [PY, "-m", "rldk_engine.cli", "monitor", "--quiet"]
 
 FORBIDDEN_CALLS = {"eval", "exec", "compile", "__import__", "execfile"}
 FORBIDDEN_MODULES = {"pickle", "cPickle", "marshal", "shelve", "dill", "cloudpickle", "joblib"}
@@ -89,7 +88,7 @@ def test_hostile_log_lines_are_only_text(tmp_path):
     marker = tmp_path / "pwned"
     run_dir = tmp_path / "run"
     data = ("\n".join(hostile_lines(marker)) + "\n").encode()
-    proc = subprocess.run([*MONITOR, "--run-dir", str(run_dir), "-"], input=data,
+    proc = subprocess.run([*MONITOR, "--quiet", "--run-dir", str(run_dir), "-"], input=data,
                           capture_output=True, timeout=30, cwd=REPO)
     assert proc.returncode == 0, proc.stderr.decode()
     assert not marker.exists()
@@ -121,7 +120,7 @@ rules:
 def test_cmd_runs_without_a_shell(tmp_path):
     marker = tmp_path / "pwned"
     argv = ["a b", ";", f"touch {marker}", f"$(touch {marker})", f"`touch {marker}`", "*", "$HOME", "x'y\"z"]
-    proc = subprocess.run([*MONITOR, "--run-dir", str(tmp_path / "run"), "--", PY, "-c",
+    proc = subprocess.run([*MONITOR, "--quiet", "--run-dir", str(tmp_path / "run"), "--", PY, "-c",
                            "import json, sys; print(json.dumps(sys.argv[1:]))", *argv],
                           capture_output=True, timeout=30, cwd=REPO)
     assert proc.returncode == 0, proc.stderr.decode()
@@ -130,7 +129,7 @@ def test_cmd_runs_without_a_shell(tmp_path):
 
 
 def test_shell_takes_one_command_string(tmp_path):
-    proc = subprocess.run([*MONITOR, "--shell", "--run-dir", str(tmp_path / "run"), "--",
+    proc = subprocess.run([*MONITOR, "--quiet", "--shell", "--run-dir", str(tmp_path / "run"), "--",
                            "echo one; echo 'two three' | tr a-z A-Z"],
                           capture_output=True, timeout=30, cwd=REPO)
     assert proc.returncode == 0, proc.stderr.decode()
@@ -138,7 +137,7 @@ def test_shell_takes_one_command_string(tmp_path):
 
 
 def test_shell_with_several_words_is_a_usage_error(tmp_path):
-    proc = subprocess.run([*MONITOR, "--shell", "--run-dir", str(tmp_path / "run"), "--", "echo", "a b"],
+    proc = subprocess.run([*MONITOR, "--quiet", "--shell", "--run-dir", str(tmp_path / "run"), "--", "echo", "a b"],
                           capture_output=True, timeout=30, cwd=REPO)
     assert proc.returncode == 2
     assert "one command string" in proc.stderr.decode()

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 ENGINE = REPO / "rldk_engine"
 BASE_MODULES = {"errors", "constants", "rulebook", "resume"}
 # The one piece of live that other layers share: spawning and stopping a process tree

@@ -8,13 +8,11 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+from helpers import MONITOR, REPO
 
 from rldk_engine.live.rules import RulesError, load_rules, parse_rules_text
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def rule(value: str, extra: str = "") -> str:
@@ -85,7 +83,7 @@ def test_monitor_cli_refuses_a_bad_rules_file_in_one_line(tmp_path, kind):
         rules.write_text(rule("!!python/object/apply:os.system ['touch pwned']"))
     else:
         rules.write_text("rules: " + "[" * 5000 + "]" * 5000 + "\n")
-    done = subprocess.run([sys.executable, "-m", "rldk_engine.cli", "monitor", "--rules", str(rules),
+    done = subprocess.run([*MONITOR, "--rules", str(rules),
                            "--run-dir", str(tmp_path / "run"), "--", sys.executable, "-c", "print(1)"],
                           capture_output=True, timeout=30, cwd=tmp_path,
                           env=dict(os.environ, PYTHONPATH=str(REPO)))
@@ -98,7 +96,7 @@ def test_monitor_cli_refuses_a_bad_rules_file_in_one_line(tmp_path, kind):
 def test_monitor_cli_refuses_to_follow_a_fifo(tmp_path):
     fifo = tmp_path / "train.log"
     os.mkfifo(fifo)
-    done = subprocess.run([sys.executable, "-m", "rldk_engine.cli", "monitor", "--follow", str(fifo),
+    done = subprocess.run([*MONITOR, "--follow", str(fifo),
                            "--run-dir", str(tmp_path / "run")],
                           capture_output=True, timeout=30, cwd=REPO)
     err = done.stderr.decode().strip()

@@ -19,10 +19,9 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import MONITOR_FAST, REPO, pid_gone, reported_pids, wait_until
 
 PY = sys.executable
-MONITOR = [PY, "-m", "rldk_engine.cli", "monitor", "--grace-int", "0.2", "--grace-term", "0.2"]
-REPO = Path(__file__).resolve().parents[1]
 
 # children print "pid N" for themselves and every process they start
 PRELUDE = """
@@ -42,34 +41,15 @@ def child(body: str) -> list[str]:
 
 def monitor(tmp_path: Path, cmd: list[str], *opts: str, timeout: float = 30, run_dir: Path | None = None):
     run_dir = run_dir or tmp_path / "run"
-    proc = subprocess.run([*MONITOR, "--run-dir", str(run_dir), *opts, "--", *cmd],
+    proc = subprocess.run([*MONITOR_FAST, "--run-dir", str(run_dir), *opts, "--", *cmd],
                           capture_output=True, timeout=timeout, cwd=REPO)
     return proc, run_dir
-
-
-def reported_pids(stdout: bytes) -> list[int]:
-    return [int(line.split()[1]) for line in stdout.decode(errors="replace").splitlines()
-            if line.startswith("pid ")]
-
-
-def gone(pid: int) -> bool:
-    """No such process, or a zombie (it cannot run; a container without a reaping init
-    may keep it listed)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 def assert_no_orphans(stdout: bytes, expected: int) -> None:
     pids = reported_pids(stdout)
     assert len(pids) == expected, f"child reported {pids}"
-    alive = [p for p in pids if not gone(p)]
+    alive = [p for p in pids if not pid_gone(p)]
     for p in alive:  # do not leave them behind for the rest of the suite
         os.kill(p, signal.SIGKILL)
     assert not alive, f"orphans left running: {alive}"
@@ -105,16 +85,12 @@ def test_child_sigkilled_mid_run_exits_137_and_its_workers_are_stopped(tmp_path)
 
 def test_child_killed_from_outside_exits_137(tmp_path):
     run_dir = tmp_path / "run"
-    mon = subprocess.Popen([*MONITOR, "--run-dir", str(run_dir), "--", *child("""
+    mon = subprocess.Popen([*MONITOR_FAST, "--run-dir", str(run_dir), "--", *child("""
         for s in range(10):
             metric(s)
         time.sleep(60)
         """)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if (run_dir / "run.jsonl").exists() and len(steps_in(run_dir)) == 10:
-            break
-        time.sleep(0.05)
+    wait_until(lambda: (run_dir / "run.jsonl").exists() and len(steps_in(run_dir)) == 10, timeout=15)
     os.kill(status(run_dir)["child_pid"], signal.SIGKILL)
     out, err = mon.communicate(timeout=15)
     assert mon.returncode == 137, err.decode()
@@ -321,7 +297,7 @@ def undo_read_only(run_dir: Path) -> None:
 def test_run_dir_becomes_unwritable_mid_run(tmp_path):
     run_dir = tmp_path / "run"
     go = tmp_path / "go"
-    mon = subprocess.Popen([*MONITOR, "--run-dir", str(run_dir), "--", *child("""
+    mon = subprocess.Popen([*MONITOR_FAST, "--run-dir", str(run_dir), "--", *child("""
         for s in range(10):
             metric(s)
         while not os.path.exists(sys.argv[1]):
@@ -374,7 +350,7 @@ def test_follow_across_truncation_and_rotation(tmp_path):
     log = tmp_path / "train.log"
     run_dir = tmp_path / "run"
     append_steps(log, range(0, 20), "w")
-    mon = subprocess.Popen([*MONITOR, "--run-dir", str(run_dir), "--follow", str(log), "--quiet"],
+    mon = subprocess.Popen([*MONITOR_FAST, "--run-dir", str(run_dir), "--follow", str(log), "--quiet"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
     try:
         wait_for_steps(run_dir, 20)

@@ -9,10 +9,15 @@ import sys
 import textwrap
 
 import pytest
-from helpers import REPO
+from helpers import MONITOR, REPO
 
-pytest.importorskip("transformers", reason="the 'hf' extra (transformers) is not installed")
-pytest.importorskip("torch", reason="torch is not installed")
+
+@pytest.fixture(scope="module", autouse=True)
+def _needs_the_real_libraries():
+    # Imported when a test of this module runs, not at collection (keeps collecting fast).
+    pytest.importorskip("transformers", reason="the 'hf' extra (transformers) is not installed")
+    pytest.importorskip("torch", reason="torch is not installed")
+
 
 # A script, so the exit-code hook acts on its own process (never on pytest's).
 TRAIN = textwrap.dedent('''
@@ -163,7 +168,7 @@ def _monitor(tmp_path, *extra, mode="plain", trainer_out=None):
     out = trainer_out or (tmp_path / "out")
     run_dir = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "rldk_engine.cli", "monitor", "--preset", "ppo", "--run-dir", str(run_dir),
+        [*MONITOR, "--preset", "ppo", "--run-dir", str(run_dir),
          *extra, "--", sys.executable, str(script), "--output_dir", str(out), mode],
         capture_output=True, text=True, timeout=120, cwd=tmp_path, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     return proc, out, run_dir

@@ -11,12 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import MONITOR, REPO, pid_alive, wait_until
 
 from rldk_engine.live.rules import replay
 
 PY = sys.executable
-MONITOR = [PY, "-m", "rldk_engine.cli", "monitor"]
-REPO = Path(__file__).resolve().parents[1]
 
 
 def child(code: str) -> list[str]:
@@ -33,14 +32,6 @@ def run_monitor(tmp_path: Path, cmd: list[str], *opts: str, stdin=None, timeout=
 
 def jsonl(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 RUNAWAY_THEN_HANG = """
@@ -161,21 +152,12 @@ except KeyboardInterrupt:
 """
     mon = subprocess.Popen(MONITOR + ["--run-dir", str(run_dir), "--", *child(code)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
-    wait_for(lambda: (run_dir / "run.jsonl").exists() and (run_dir / "run.jsonl").stat().st_size > 0)
+    wait_until(lambda: (run_dir / "run.jsonl").exists() and (run_dir / "run.jsonl").stat().st_size > 0)
     mon.send_signal(signal.SIGINT)
     out, err = mon.communicate(timeout=15)
     assert mon.returncode == 130
     assert b"child got SIGINT" in out
     assert json.loads((run_dir / "status.json").read_text())["stop_reason"] == "signal"
-
-
-def wait_for(pred, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached")
 
 
 def test_control_stop_and_status(tmp_path):
@@ -189,7 +171,7 @@ for s in range(10000):
     mon = subprocess.Popen(MONITOR + ["--run-dir", str(run_dir), "--", *child(code)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
     status_path = run_dir / "status.json"
-    wait_for(lambda: status_path.exists() and json.loads(status_path.read_text())["steps"] > 3)
+    wait_until(lambda: status_path.exists() and json.loads(status_path.read_text())["steps"] > 3)
     status = json.loads(status_path.read_text())
     assert status["state"] == "running" and status["auto_stop"] is True
     assert status["pgid"] == status["child_pid"] and status["monitor_pid"] == mon.pid
@@ -269,17 +251,36 @@ def test_follow_survives_truncation_and_rotation(tmp_path):
     mon = subprocess.Popen(MONITOR + ["--run-dir", str(run_dir), "--follow", str(log)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
     rows = lambda: jsonl(run_dir / "run.jsonl") if (run_dir / "run.jsonl").exists() else []  # noqa: E731
-    wait_for(lambda: len(rows()) == 3)
+    wait_until(lambda: len(rows()) == 3)
     log.write_text(json.dumps({"step": 10, "kl": 0.02}) + "\n")  # truncate + rewrite
-    wait_for(lambda: rows()[-1]["step"] == 10)
+    wait_until(lambda: rows()[-1]["step"] == 10)
     log.rename(tmp_path / "train.log.1")  # rotate
     with open(tmp_path / "train.log.1", "a") as fh:  # late lines in the old file still count
         fh.write(json.dumps({"step": 11, "kl": 0.02}) + "\n")
     time.sleep(0.2)
     log.write_text(json.dumps({"step": 20, "kl": 0.03}) + "\n")
-    wait_for(lambda: rows()[-1]["step"] == 20)
+    wait_until(lambda: rows()[-1]["step"] == 20)
     with open(run_dir / "control.jsonl", "a") as fh:
         fh.write('{"action": "stop", "by": "test"}\n')
     mon.wait(timeout=15)
     assert mon.returncode == 0
     assert [r["step"] for r in rows()] == [0, 1, 2, 10, 11, 20]
+
+
+# ----------------------------------------------------------------------------- control channel
+
+
+def test_control_auto_stop_written_as_a_string_false_turns_it_off(tmp_path):
+    from rldk_engine.live.monitor import Monitor, MonitorConfig
+
+    monitor = Monitor(MonitorConfig(rules=[], run_dir=tmp_path, stdin=True, quiet=True,
+                                    passthrough=False))
+    control = tmp_path / "control.jsonl"
+    with open(control, "a") as fh:
+        fh.write('{"action": "auto_stop", "enabled": "false"}\n')
+    monitor.poll_control()
+    assert monitor.auto_stop is False
+    with open(control, "a") as fh:
+        fh.write('{"action": "auto_stop", "enabled": true}\n')
+    monitor.poll_control()
+    assert monitor.auto_stop is True

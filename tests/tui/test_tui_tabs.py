@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import sys
+import threading
 from functools import partial
 from pathlib import Path
 
 import pytest
 from helpers import REAL_LOGS as REAL
-from helpers import wait_for
+from helpers import REPO, wait_for
 from textual.widgets import DataTable, Input, Static
 
 from rldk_tui.app import AppConfig, RldkApp
 from rldk_tui.screens import HelpScreen
+from rldk_tui.widgets import scan_view
 from rldk_tui.widgets.determinism_view import DeterminismView
 from rldk_tui.widgets.health_bars import HealthBars, all_components, bars_text
 from rldk_tui.widgets.scan_view import ScanView
 from rldk_tui.widgets.window_plot import WindowPlot
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -101,7 +101,7 @@ def test_bars_text_marks_absent_components_na():
 
 
 async def test_determinism_tab_runs_replicas_and_shows_the_verdict(tmp_path):
-    sim = ROOT / "demos" / "determinism_sim.py"
+    sim = REPO / "demos" / "determinism_sim.py"
     command = f"{sys.executable} {sim} --mode nondet --steps 30 --sleep 0.02"
     app = RldkApp(AppConfig(initial_tab="determinism", gpu=False,
                             determinism=(command, 2, "kl,reward_mean", str(tmp_path / "det"))))
@@ -144,3 +144,41 @@ async def test_help_and_tab_keys():
         assert app.query_one("TabbedContent").active == "runs"
         await pilot.press("ctrl+pageup")
         assert app.query_one("TabbedContent").active == "determinism"
+
+
+# ----------------------------------------------------------------------------- scan tab: stale plot loads
+
+
+def anomaly(metric: str, rule: str) -> dict:
+    return {"metric": metric, "rule": rule, "start_step": 3, "end_step": 5,
+            "severity": "warning"}
+
+
+async def test_a_slow_stale_plot_never_replaces_the_selected_anomalys_plot(monkeypatch):
+    """Moving through anomalies fast: the first plot's load finishes last and must be
+    dropped (its exclusive worker was cancelled), not drawn over the selected one."""
+    release_first = threading.Event()
+
+    def load_series(source: str, metric: str):
+        if metric == "kl":
+            release_first.wait(5)
+        return list(range(10)), [float(i) for i in range(10)]
+
+    monkeypatch.setattr(scan_view, "load_series", load_series)
+    report = {"runs": [{"source": "x.jsonl", "format": "jsonl", "steps": 10,
+                        "anomalies": [anomaly("kl", "kl_spike"),
+                                      anomaly("entropy", "entropy_collapse")]}]}
+    app = RldkApp(AppConfig(gpu=False, initial_tab="scan"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        view = app.query_one(scan_view.ScanView)
+        view.show_report(report)
+        await pilot.pause(0.1)
+        view.plot_anomaly(0, 0)  # blocks in load_series
+        await pilot.pause(0.1)
+        view.plot_anomaly(0, 1)
+        plot = app.query_one(WindowPlot)
+        await wait_for(pilot, lambda: "entropy" in str(plot.border_title), timeout=10.0)
+        release_first.set()
+        await pilot.pause(0.5)
+        assert "entropy" in str(plot.border_title)
+        assert app.query_one("#scan-anomalies", DataTable).row_count == 2

@@ -10,12 +10,11 @@ import threading
 import time
 from pathlib import Path
 
+from helpers import MONITOR, REPO
+
 from rldk_engine.live import monitor as monitor_module
 from rldk_engine.live.protocol import read_status, send_control
 from rldk_engine.live.rules import preset_rules
-
-REPO = Path(__file__).resolve().parents[1]
-MONITOR = [sys.executable, "-m", "rldk_engine.cli", "monitor"]
 
 
 def run(tmp_path: Path, code: str, *opts: str):

@@ -5,7 +5,7 @@ The commands are the ones its users type (docs/blog/catch-rl-training-failures.m
 workspace laid out like the original repository: `test_artifacts/` holds the data its
 `tests/_make_fixtures.py` writes (tests/data/original_kit/, see PROVENANCE.md there),
 `scripts/blog_determinism_sim.py` is our own simulation in the original's format
-(tests/kit_determinism_sim.py) or, when a checkout of the original kit is on this machine,
+(tests/contract/kit_determinism_sim.py) or, when a checkout of the original kit is on this machine,
 the original script itself. Checks that depend on work landing on other branches are
 marked xfail(strict=False) with the branch named; the lead flips them after merging.
 """
@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import DATA, REPO
 
-REPO = Path(__file__).resolve().parents[1]
-KIT_DATA = REPO / "tests" / "data" / "original_kit"
-OWN_SIM = REPO / "tests" / "kit_determinism_sim.py"
-OWN_LOOP = REPO / "tests" / "kit_streaming_loop.py"
+KIT_DATA = DATA / "original_kit"
+OWN_SIM = Path(__file__).with_name("kit_determinism_sim.py")
+OWN_LOOP = Path(__file__).with_name("kit_streaming_loop.py")
 # A checkout (work tree) or bare git directory of github:adityachallapally/rldk.
 ORIGINAL_REPO = Path(os.environ.get(
     "RLDK_ORIGINAL_REPO", "/work/.mirror/adityachallapally+rldk/repo"))

@@ -185,3 +185,75 @@ def test_grpo_preset_flags_degenerate_length_cap(real_logs):
     alerts = replay(run, "grpo")
     assert [a.rule for a in alerts if a.event == "fire"] == ["length_explosion"]
     assert not any(a.action == "stop" for a in alerts)
+
+
+# ----------------------------------------------------------------------------- repeated steps, long warm-ups, trainer keys
+
+
+def _events(alerts):
+    return [(a.event, a.step) for a in alerts]
+
+
+def test_rolling_baseline_with_warmup_longer_than_window_still_fires():
+    # warmup 10 > window 5: the history (maxlen = window) could never reach the warm-up
+    # length, so the rule silently never scored anything
+    rules = parse_rules_text("""
+- id: spike
+  metric: x
+  condition: {kind: baseline, baseline: rolling, window: 5, warmup: 10, score: ratio, op: ">", value: 3}
+""")
+    engine = RuleEngine(rules, clock=lambda: 0.0)
+    alerts = []
+    for step in range(30):
+        alerts += engine.observe(step, {"x": 1.0})
+    alerts += engine.observe(30, {"x": 100.0})
+    assert _events(alerts) == [("fire", 30)]
+
+
+def test_same_step_printed_twice_counts_its_first_value_only():
+    # the first line of step 1 is a miss; a second copy of step 1 (an unprefixed rank)
+    # must not turn it into a hit, whether or not the rule has seen a hit before
+    rules = parse_rules_text("""
+- id: high
+  metric: x
+  condition: {kind: threshold, op: ">", value: 1}
+  for: 2
+""")
+    engine = RuleEngine(rules, clock=lambda: 0.0)
+    alerts = []
+    alerts += engine.observe(1, {"x": 0.0})
+    alerts += engine.observe(1, {"x": 5.0})
+    alerts += engine.observe(2, {"x": 5.0})
+    assert alerts == []  # only one hit step so far
+    alerts += engine.observe(3, {"x": 5.0})
+    assert _events(alerts) == [("fire", 3)]
+
+
+def test_same_step_twice_does_not_enter_the_baseline_twice():
+    rules = parse_rules_text("""
+- id: spike
+  metric: x
+  condition: {kind: baseline, baseline: initial, warmup: 2, score: ratio, op: ">", value: 3}
+""")
+    engine = RuleEngine(rules, clock=lambda: 0.0)
+    alerts = []
+    for step, value in [(0, 1.0), (1, 1.0), (1, 100.0), (2, 1.0), (3, 1.0)]:
+        alerts += engine.observe(step, {"x": value})
+    # the second copy of step 1 is neither scored nor part of the baseline
+    assert alerts == []
+    alerts += engine.observe(4, {"x": 10.0})
+    assert _events(alerts) == [("fire", 4)]
+
+
+def test_rule_written_with_a_trainer_key_watches_the_canonical_metric():
+    # the monitor and Guard hand the engine canonical names (train/kl -> kl): a rule
+    # naming the trainer key used to be silently dead
+    rules = parse_rules_text("""
+- id: kl_high
+  metric: [train/kl, kl]
+  condition: {kind: threshold, op: ">", value: 0.3}
+""")
+    assert rules[0].metrics == ("kl",)
+    guard = Guard(rules=rules)
+    result = guard.observe(1, {"train/kl": 1.0})
+    assert [(a.rule, a.metric) for a in result.alerts] == [("kl_high", "kl")]

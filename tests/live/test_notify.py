@@ -160,11 +160,11 @@ def test_monitor_takes_urls_from_the_environment_and_hides_them_from_the_trainer
     import subprocess
     import sys
 
-    from helpers import REPO
+    from helpers import MONITOR, REPO
 
     code = "import os; print('env:', os.environ.get('RLDK_NOTIFY')); print('{\"step\": 1, \"kl\": 0.1}')"
     env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "RLDK_NOTIFY": f"json://127.0.0.1:{receiver.port}/h"}
-    proc = subprocess.run([sys.executable, "-m", "rldk_engine.cli", "monitor", "--run-dir", str(tmp_path / "run"),
+    proc = subprocess.run([*MONITOR, "--run-dir", str(tmp_path / "run"),
                            "--", sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "env: None" in (tmp_path / "run" / "monitor.log").read_text()

@@ -16,13 +16,11 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import assert_all_gone, reported_pids
+from helpers import MONITOR_FAST, REPO, assert_all_gone, reported_pids, wait_until
 
 from rldk_engine.live.process import ProcessGroup, stop_plan
 
 PY = sys.executable
-REPO = Path(__file__).resolve().parents[1]
-MONITOR = [PY, "-m", "rldk_engine.cli", "monitor", "--grace-int", "0.2", "--grace-term", "0.2"]
 LINUX = sys.platform.startswith("linux")
 
 PRELUDE = """
@@ -64,15 +62,6 @@ def status(run_dir: Path) -> dict:
     return json.loads((run_dir / "status.json").read_text())
 
 
-def wait_for(pred, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
 def pids_so_far(path: Path) -> list[int]:
     try:
         return reported_pids(path.read_bytes())
@@ -86,7 +75,7 @@ def pids_so_far(path: Path) -> list[int]:
 @pytest.mark.skipif(not LINUX, reason="descendant tracking walks /proc")
 def test_guardrail_stop_also_stops_a_setsid_grandchild(tmp_path):
     run_dir = tmp_path / "run"
-    proc = subprocess.run([*MONITOR, "--run-dir", str(run_dir), "--", *child("""
+    proc = subprocess.run([*MONITOR_FAST, "--run-dir", str(run_dir), "--", *child("""
         escaped_child()
         time.sleep(0.6)  # long enough for the monitor to see the tree once
         for s in range(40):
@@ -104,7 +93,7 @@ def test_double_forked_daemon_is_stopped_when_the_trainer_exits(tmp_path):
     """A daemon that setsid()s and double-forks at once (never seen under its parent) is
     re-parented to the monitor (child subreaper) and stopped after a normal exit."""
     run_dir = tmp_path / "run"
-    proc = subprocess.run([*MONITOR, "--run-dir", str(run_dir), "--", *child("""
+    proc = subprocess.run([*MONITOR_FAST, "--run-dir", str(run_dir), "--", *child("""
         daemon()
         for s in range(5):
             metric(s)
@@ -126,7 +115,7 @@ def test_sighup_or_sigterm_to_the_monitor_stops_the_trainer_with_a_final_status(
     run_dir = tmp_path / "run"
     out = tmp_path / "out"
     with open(out, "wb") as fh:
-        mon = subprocess.Popen([*MONITOR, "--run-dir", str(run_dir), "--", *child("""
+        mon = subprocess.Popen([*MONITOR_FAST, "--run-dir", str(run_dir), "--", *child("""
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             escaped_child()
@@ -135,7 +124,7 @@ def test_sighup_or_sigterm_to_the_monitor_stops_the_trainer_with_a_final_status(
                 time.sleep(0.05)
             """)], stdout=fh, stderr=subprocess.PIPE, cwd=REPO)
     try:
-        wait_for(lambda: len(pids_so_far(out)) == 2 and (run_dir / "run.jsonl").exists()
+        wait_until(lambda: len(pids_so_far(out)) == 2 and (run_dir / "run.jsonl").exists()
                  and (run_dir / "run.jsonl").stat().st_size > 0)
         time.sleep(0.5)  # the tree walk has seen the escaped child
         mon.send_signal(sig)
@@ -154,14 +143,14 @@ def test_sigkilled_monitor_leaves_no_unguarded_trainer_and_says_so(tmp_path):
     run_dir = tmp_path / "run"
     out = tmp_path / "out"
     with open(out, "wb") as fh:
-        mon = subprocess.Popen([*MONITOR, "--run-dir", str(run_dir), "--", *child("""
+        mon = subprocess.Popen([*MONITOR_FAST, "--run-dir", str(run_dir), "--", *child("""
             escaped_child()
             for s in range(1000):
                 metric(s)
                 time.sleep(0.05)
             """)], stdout=fh, stderr=subprocess.PIPE, cwd=REPO)
     try:
-        wait_for(lambda: len(pids_so_far(out)) == 2 and (run_dir / "status.json").exists()
+        wait_until(lambda: len(pids_so_far(out)) == 2 and (run_dir / "status.json").exists()
                  and status(run_dir).get("steps", 0) >= 3)
         time.sleep(1.5)  # the tree walk (every TREE_POLL) told the watchdog about the escaped child
         mon.kill()
@@ -170,7 +159,7 @@ def test_sigkilled_monitor_leaves_no_unguarded_trainer_and_says_so(tmp_path):
         if mon.poll() is None:
             mon.kill()
     assert_all_gone(pids_so_far(out), 2)
-    wait_for(lambda: status(run_dir)["state"] == "lost", 10)
+    wait_until(lambda: status(run_dir)["state"] == "lost", 10)
     st = status(run_dir)
     assert st["stop_reason"] == "monitor_lost"
     assert f"monitor pid {mon.pid} ended without cleaning up" in st["notice"]
@@ -184,7 +173,7 @@ def test_ctrl_c_storm_during_clean_up_orphans_nothing(tmp_path):
     run_dir = tmp_path / "run"
     out = tmp_path / "out"
     with open(out, "wb") as fh:
-        mon = subprocess.Popen([*MONITOR, "--grace-int", "0.5", "--grace-term", "0.5", "--run-dir",
+        mon = subprocess.Popen([*MONITOR_FAST, "--grace-int", "0.5", "--grace-term", "0.5", "--run-dir",
                                 str(run_dir), "--", *child("""
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -197,7 +186,7 @@ def test_ctrl_c_storm_during_clean_up_orphans_nothing(tmp_path):
             time.sleep(60)
             """)], stdout=fh, stderr=subprocess.PIPE, cwd=REPO)
     try:
-        wait_for(lambda: (run_dir / "status.json").exists() and status(run_dir)["state"] == "stopping")
+        wait_until(lambda: (run_dir / "status.json").exists() and status(run_dir)["state"] == "stopping")
         for _ in range(6):
             mon.send_signal(signal.SIGINT)
             time.sleep(0.1)

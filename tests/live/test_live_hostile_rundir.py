@@ -11,12 +11,12 @@ import threading
 import time
 from pathlib import Path
 
+from helpers import MONITOR_FAST, REPO
+
 from rldk_engine.live import monitor as monitor_module
 from rldk_engine.live.protocol import read_status
 from rldk_engine.live.rules import preset_rules
 
-REPO = Path(__file__).resolve().parents[1]
-MONITOR = [sys.executable, "-m", "rldk_engine.cli", "monitor", "--grace-int", "0.2", "--grace-term", "0.2"]
 RUNAWAY = """
 import json, time
 for s in range(200):
@@ -28,7 +28,7 @@ time.sleep(60)
 
 def run_runaway(run_dir: Path):
     started = time.monotonic()
-    proc = subprocess.run([*MONITOR, "--run-dir", str(run_dir), "--", sys.executable, "-c", RUNAWAY],
+    proc = subprocess.run([*MONITOR_FAST, "--run-dir", str(run_dir), "--", sys.executable, "-c", RUNAWAY],
                           capture_output=True, timeout=60, cwd=REPO)
     return proc, time.monotonic() - started
 
@@ -98,7 +98,7 @@ def test_symlinked_status_json_is_never_written_through(tmp_path):
     victim = tmp_path / "victim"
     victim.write_text("precious")
     (run_dir / "status.json").symlink_to(victim)
-    proc = subprocess.run([*MONITOR, "--run-dir", str(run_dir), "--", sys.executable, "-c",
+    proc = subprocess.run([*MONITOR_FAST, "--run-dir", str(run_dir), "--", sys.executable, "-c",
                            "import json; print(json.dumps({'step': 0, 'kl': 0.1}))"],
                           capture_output=True, timeout=30, cwd=REPO)
     assert proc.returncode == 0

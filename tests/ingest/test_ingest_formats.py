@@ -7,10 +7,10 @@ import json
 import math
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import DATA
 from typer.testing import CliRunner
 
 from rldk_engine.ingest.metrics import canonical_name
@@ -18,7 +18,7 @@ from rldk_engine.ingest.parse import LineParser, canonical_metrics, parse_line
 from rldk_engine.ingest.readers import discover_sources, load_runs, read_run
 from rldk_engine.ingest.run import Run
 
-DATA = Path(__file__).parent / "data" / "ingest"
+INGEST_DATA = DATA / "ingest"
 
 
 def _records(lines):
@@ -31,7 +31,7 @@ def _records(lines):
 
 
 def test_sb3_recorded_tables_become_one_row_per_rollout():
-    lines = (DATA / "sb3_ppo_cartpole_verbose1.txt").read_text().splitlines()
+    lines = (INGEST_DATA / "sb3_ppo_cartpole_verbose1.txt").read_text().splitlines()
     parser, records = _records(lines)
     assert [r.step for r in records] == [512, 1024, 1536, 2048]
     # the first table has no train/ section (no update yet); every later one does
@@ -45,7 +45,7 @@ def test_sb3_recorded_tables_become_one_row_per_rollout():
 
 
 def test_sb3_captured_stdout_file_reads_like_the_live_parser():
-    run = read_run(DATA / "sb3_ppo_cartpole_verbose1.txt")
+    run = read_run(INGEST_DATA / "sb3_ppo_cartpole_verbose1.txt")
     assert run.steps.tolist() == [512, 1024, 1536, 2048]
     assert {"approx_kl", "entropy", "value_loss", "reward_mean"} <= set(run.canonical_metrics)
 
@@ -59,7 +59,7 @@ def test_sb3_table_interrupted_or_joined_mid_way_loses_nothing_else():
 
 
 def test_sb3_progress_csv_followed_line_by_line_matches_the_file_reader():
-    path = DATA / "sb3_ppo_cartpole_progress.csv"
+    path = INGEST_DATA / "sb3_ppo_cartpole_progress.csv"
     parser, records = _records(path.read_text().splitlines())
     run = read_run(path)
     assert run.format == "csv"
@@ -101,7 +101,7 @@ def test_cleanrl_prints_with_numpy_reprs(line, step, reward):
 
 
 def test_transformers5_recorded_dicts_are_one_based_and_the_summary_is_no_step():
-    parser, records = _records((DATA / "transformers5_trainer_stdout.txt").read_text().splitlines())
+    parser, records = _records((INGEST_DATA / "transformers5_trainer_stdout.txt").read_text().splitlines())
     assert [r.step for r in records] == [1, 2, 3, 4]
     assert records[0].metrics["loss"] == pytest.approx(3.905) and records[0].metrics["lr"] == 5e-05
     assert parser.n_summaries == 1
@@ -315,7 +315,7 @@ def test_sidecar_index_json_is_skipped_silently(tmp_path):
 def test_inspect_stdin_shows_what_each_line_is_read_as():
     from rldk_engine.cli.engine import app
 
-    text = (DATA / "sb3_ppo_cartpole_verbose1.txt").read_text() + "hello\n"
+    text = (INGEST_DATA / "sb3_ppo_cartpole_verbose1.txt").read_text() + "hello\n"
     result = CliRunner().invoke(app, ["inspect", "--stdin"], input=text)
     assert result.exit_code == 0, result.output
     assert "table end" in result.output and "ignored" in result.output
@@ -333,7 +333,7 @@ def test_inspect_stdin_says_why_nothing_was_recognised():
 def test_inspect_lines_of_a_captured_file(tmp_path):
     from rldk_engine.cli.engine import app
 
-    result = CliRunner().invoke(app, ["inspect", "--lines", str(DATA / "transformers5_trainer_stdout.txt")])
+    result = CliRunner().invoke(app, ["inspect", "--lines", str(INGEST_DATA / "transformers5_trainer_stdout.txt")])
     assert result.exit_code == 0 and "summary (not a step)" in result.output
 
 

@@ -8,8 +8,9 @@ import shlex
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
-from helpers import assert_all_gone, reported_pids
+from helpers import REPO, assert_all_gone, reported_pids
 from typer.testing import CliRunner
 
 from rldk_engine.cli import app
@@ -20,11 +21,13 @@ from rldk_engine.determinism import (
     DeterminismError,
     check_command,
     check_runs,
+    compare_metric,
+    run_from_records,
 )
+from rldk_engine.ingest.parse import Record
 
-ROOT = Path(__file__).resolve().parents[1]
-SIM = ROOT / "demos" / "determinism_sim.py"
-TRAINER = ROOT / "demos" / "ppo_trainer.py"
+SIM = REPO / "demos" / "determinism_sim.py"
+TRAINER = REPO / "demos" / "ppo_trainer.py"
 PY = shlex.quote(sys.executable)
 CARD_FIELDS = {
     "passed", "replicas", "compare", "tolerance", "mismatches", "max_abs_diff",
@@ -134,7 +137,7 @@ def test_deterministic_sim_passes_with_no_recommendations(tmp_path: Path) -> Non
 def test_relative_command_path_and_parallel_cap_run_from_replica_folders(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.chdir(ROOT)  # "demos/determinism_sim.py" is relative to the launch folder
+    monkeypatch.chdir(REPO)  # "demos/determinism_sim.py" is relative to the launch folder
     out = tmp_path / "capped"
     result = check_command(
         f"{PY} demos/determinism_sim.py --steps 5", compare=["reward_mean"], replicas=2,
@@ -527,3 +530,41 @@ def test_live_diff_counts_a_step_only_once_every_replica_passed_it() -> None:
     assert progress[0].max_diff == math.inf  # NaN against a number: a mismatch
     assert math.isnan(progress[0].latest["kl"]) and progress[0].latest["loss"] == 0.0
     assert all(p.feed == [] for p in progress) and live.pending == {}
+
+
+# ----------------------------------------------------------------------------- non-finite replicas, background processes
+
+
+def test_odd_replica_diverging_to_inf_is_named():
+    base = [Record(i, {"kl": 0.01 * i}) for i in range(10)]
+    odd = base[:5] + [Record(i, {"kl": math.inf}) for i in range(5, 10)]
+    runs = [run_from_records(r) for r in (base, base, base, odd)]
+    comparison = compare_metric("kl", runs, [0, 1, 2, 3], atol=1e-6, rtol=0.0)
+    assert comparison.n_mismatches == 5
+    assert comparison.deviating_replicas == {3}
+
+
+def test_odd_replica_diverging_to_nan_is_named():
+    base = [Record(i, {"kl": 0.01 * i}) for i in range(10)]
+    odd = base[:5] + [Record(i, {"kl": np.nan}) for i in range(5, 10)]
+    runs = [run_from_records(r) for r in (base, base, odd)]
+    comparison = compare_metric("kl", runs, [0, 1, 2], atol=1e-6, rtol=0.0)
+    assert comparison.deviating_replicas == {2}
+
+
+def test_determinism_does_not_wait_for_a_background_process_holding_stdout(tmp_path):
+    # `sleep 60 &` keeps the replica's stdout pipe open after the replica exits: reading
+    # used to block until that process ended (forever for a daemon)
+    import time
+
+    from rldk_engine.determinism import check_command
+
+    script = tmp_path / "train.sh"
+    script.write_text('#!/bin/sh\nsleep 60 &\necho \'{"step": 1, "kl": 0.1}\'\n'
+                      'echo \'{"step": 2, "kl": 0.2}\'\n')
+    script.chmod(0o755)
+    started = time.monotonic()
+    result = check_command(str(script), replicas=2, out_dir=tmp_path / "out", make_figure=False)
+    assert time.monotonic() - started < 20
+    assert result.exit_code == 0
+    assert result.card["replica_steps"] == [2, 2]
