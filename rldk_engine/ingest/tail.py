@@ -21,7 +21,9 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import sys
 from pathlib import Path
+from typing import BinaryIO
 
 from rldk_engine.errors import InputError
 
@@ -253,3 +255,13 @@ class FileTail:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def own_stdin() -> BinaryIO:
+    """A reader of its own on stdin's descriptor, for a daemon thread: one blocked in
+    sys.stdin's readline holds that object's lock, and the interpreter aborts ("could not
+    acquire lock ... at interpreter shutdown") when it flushes the standard streams."""
+    try:
+        return os.fdopen(os.dup(sys.stdin.fileno()), "rb")
+    except (OSError, ValueError, AttributeError):  # no real descriptor (embedded, tests)
+        return sys.stdin.buffer

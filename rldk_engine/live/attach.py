@@ -36,7 +36,7 @@ import orjson
 from rldk_engine.errors import InputError
 from rldk_engine.ingest.metrics import canonical_name
 from rldk_engine.ingest.parse import LineParser, number_from_value
-from rldk_engine.ingest.tail import FileTail, check_regular
+from rldk_engine.ingest.tail import FileTail, check_regular, own_stdin
 from rldk_engine.live.process import group_alive, proc_info, stop_plan
 from rldk_engine.live.rules import Alert, json_number
 
@@ -172,7 +172,7 @@ def escalate(pid: int, start: int | None, plan: list[tuple[int, float]], sent: l
 
 
 def _stdin_reader(q: queue.Queue) -> None:
-    for raw in sys.stdin.buffer:
+    for raw in own_stdin():
         q.put(raw.decode("utf-8", "replace"))
     q.put(None)
 

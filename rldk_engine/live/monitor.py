@@ -45,7 +45,7 @@ import orjson
 
 from rldk_engine.ingest.parse import LineParser, Record
 from rldk_engine.ingest.ranks import RankMerger
-from rldk_engine.ingest.tail import MAX_LINE, FileTail
+from rldk_engine.ingest.tail import MAX_LINE, FileTail, own_stdin
 from rldk_engine.live.process import ProcessGroup, Watchdog, exit_code_of, stop_plan
 from rldk_engine.live.protocol import (
     CONTROL_JSONL,
@@ -508,7 +508,7 @@ class Monitor:
             readers.append(threading.Thread(target=_follow, daemon=True, args=(
                 self.cfg.follow, q, follow_stop, self.out, self.report)))
         elif self.cfg.stdin:
-            readers.append(threading.Thread(target=_pump, args=(sys.stdin.buffer, "stdin", q, self.out), daemon=True))
+            readers.append(threading.Thread(target=_pump, args=(own_stdin(), "stdin", q, self.out), daemon=True))
         else:
             try:
                 self.start_child()

@@ -33,10 +33,6 @@ BASE_MODULES = {"errors", "constants", "rulebook", "resume"}
 # (determinism runs its replicas with it).
 SHARED_FROM_LIVE = {"rldk_engine.live.process"}
 
-# Import cycles that exist today and the branch that removes them.
-KNOWN_CYCLES: dict[frozenset[str], str] = {}
-# (importer, imported) pairs that break a layer rule today, and the branch that fixes them.
-KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {}
 # Modules that import torch when imported, and why / who can change it.
 KNOWN_TORCH_AT_IMPORT: dict[str, str] = {
     "rldk_engine.integrations.hf": "RLDKCallback subclasses transformers.TrainerCallback at "
@@ -253,30 +249,16 @@ def test_the_cycle_finder_finds_a_two_module_cycle(monkeypatch):
 
 
 def test_no_layer_imports_upward():
-    new = {pair: why for pair, why in violations().items() if pair not in KNOWN_VIOLATIONS}
-    assert new == {}, "\n".join(f"{a} imports {b} ({why})" for (a, b), why in new.items())
-
-
-@pytest.mark.xfail(strict=False, reason="; ".join(sorted(set(KNOWN_VIOLATIONS.values())))
-                   or "no known violations")
-def test_known_layer_violations_are_gone():
-    if not KNOWN_VIOLATIONS:
-        pytest.skip("no known layer violations")
-    assert not set(violations()) & set(KNOWN_VIOLATIONS)
+    found = violations()
+    assert found == {}, "\n".join(f"{a} imports {b} ({why})" for (a, b), why in found.items())
 
 
 def test_no_import_cycle_at_import_time():
     assert cycles(top_level_only=True) == []
 
 
-def test_no_new_import_cycle_through_function_level_imports():
-    new = [sorted(c) for c in cycles(top_level_only=False) if c not in KNOWN_CYCLES]
-    assert new == []
-
-
-@pytest.mark.xfail(strict=False, reason="; ".join(sorted(set(KNOWN_CYCLES.values()))))
-def test_known_import_cycles_are_gone():
-    assert set(cycles(top_level_only=False)) & set(KNOWN_CYCLES) == set()
+def test_no_import_cycle_through_function_level_imports():
+    assert [sorted(c) for c in cycles(top_level_only=False)] == []
 
 
 def _import_in_fresh_interpreter(names: list[str]) -> dict:

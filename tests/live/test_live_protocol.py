@@ -312,3 +312,23 @@ def test_tail_refuses_special_files(tmp_path):
     with pytest.raises(NotARegularFile, match="FIFO"):
         check_regular(tmp_path / "fifo")
     check_regular(tmp_path / "absent")  # may appear later: fine
+
+
+def test_tail_reads_a_csv_again_when_its_header_is_rewritten_in_place(tmp_path):
+    """SB3 rewrites progress.csv from the start with a wider header when new keys appear."""
+    path = tmp_path / "progress.csv"
+    path.write_bytes(b"rollout/ep_rew_mean,time/total_timesteps\n20.0,512\n")
+    tail = FileTail(path, watch_head=True)
+    assert tail.read_lines() == [b"rollout/ep_rew_mean,time/total_timesteps", b"20.0,512"]
+    assert tail.read_lines() == []
+    with open(path, "r+b") as handle:  # in place: same inode, longer content
+        handle.write(b"rollout/ep_rew_mean,time/total_timesteps,train/approx_kl\n"
+                     b"20.0,512,\n25.0,1024,0.01\n")
+    assert tail.read_lines() == [b"rollout/ep_rew_mean,time/total_timesteps,train/approx_kl",
+                                 b"20.0,512,", b"25.0,1024,0.01"]
+    assert tail.rewrites == 1
+    plain = FileTail(path)  # without watch_head an append-only reader never goes back
+    plain.read_lines()
+    with open(path, "ab") as handle:
+        handle.write(b"30.0,1536,0.02\n")
+    assert plain.read_lines() == [b"30.0,1536,0.02"] and plain.rewrites == 0
