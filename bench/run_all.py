@@ -41,6 +41,15 @@ def fmt(value) -> str:
     return "-" if value is None else str(value)
 
 
+def kept_rows(path: Path, rerun: set[str]) -> list[str]:
+    """Table rows of an earlier results.md whose area was not run again."""
+    if not path.exists():
+        return []
+    return [line for line in path.read_text().splitlines()
+            if line.startswith("| ") and not line.startswith(("| area ", "|---"))
+            and line.split("|")[1].strip() not in rerun]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller inputs")
@@ -75,12 +84,15 @@ def main() -> int:
         "| area | figure | value | baseline | ratio | goal | met |",
         "|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['area']} | {r['name']} | {fmt(r['value'])} {r['unit']} | {r['baseline_name']} "
-            f"{fmt(r['baseline'])} | {fmt(r['ratio'])} | {r['goal']} | {'yes' if r['ok'] else 'no'} |"
-        )
-    (HERE / "results.md").write_text("\n".join(lines) + "\n")
+    table = [
+        f"| {r['area']} | {r['name']} | {fmt(r['value'])} {r['unit']} | {r['baseline_name']} "
+        f"{fmt(r['baseline'])} | {fmt(r['ratio'])} | {r['goal']} | {'yes' if r['ok'] else 'no'} |"
+        for r in rows
+    ]
+    if wanted:  # a partial run replaces only its own areas' rows
+        table += kept_rows(HERE / "results.md", {r["area"] for r in rows} | wanted)
+        table.sort(key=lambda line: line.split("|")[1].strip())
+    (HERE / "results.md").write_text("\n".join(lines + table) + "\n")
     print(f"wrote {HERE / 'results.md'}")
     return 0
 

@@ -36,16 +36,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rldk_engine.integrations import missing_extra_message
-
-try:
-    from transformers import TrainerCallback
-except ImportError as exc:  # the extra is optional; say which one to install
-    raise ImportError(missing_extra_message("hf", "rldk_engine.integrations.hf")) from exc
-
 import orjson
 
 from rldk_engine.ingest.parse import canonical_metrics
+from rldk_engine.integrations import missing_extra_message
 from rldk_engine.live import protocol
 from rldk_engine.live.protocol import ControlChannel, RunDirLocked, canonical_row, parse_flag
 from rldk_engine.live.rules import Alert, Guard, Rule
@@ -105,7 +99,7 @@ class RunDirWriter:
         self.files.close()
 
 
-class RLDKCallback(TrainerCallback):
+class _RLDKCallbackLogic:
     """Streaming guardrails on every `on_log`; stops training when a stop rule fires.
 
     preset: "ppo" or "grpo" rules (ignored when `rules` is given).
@@ -338,3 +332,23 @@ def _value_text(alert: Alert) -> str:
         return alert.metric
     return f"{alert.metric}={alert.value:.4g}" + (
         f", threshold {alert.threshold:.4g}" if alert.threshold is not None else "")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RLDKCallback":
+        return _callback_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _callback_class() -> type:
+    """`RLDKCallback` is a transformers `TrainerCallback`, made on first use: importing this
+    module imports neither transformers nor torch (the engine never loads torch at import)."""
+    try:
+        from transformers import TrainerCallback
+    except ImportError as exc:  # the extra is optional; say which one to install
+        raise ImportError(missing_extra_message("hf", "rldk_engine.integrations.hf.RLDKCallback")) from exc
+    cls = type("RLDKCallback", (_RLDKCallbackLogic, TrainerCallback),
+               {"__doc__": _RLDKCallbackLogic.__doc__, "__module__": __name__,
+                "__qualname__": "RLDKCallback"})
+    globals()["RLDKCallback"] = cls  # later look-ups find it without __getattr__
+    return cls

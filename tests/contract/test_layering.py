@@ -24,7 +24,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 from helpers import REPO
 
 ENGINE = REPO / "rldk_engine"
@@ -32,12 +31,6 @@ BASE_MODULES = {"errors", "constants", "rulebook", "resume"}
 # The one piece of live that other layers share: spawning and stopping a process tree
 # (determinism runs its replicas with it).
 SHARED_FROM_LIVE = {"rldk_engine.live.process"}
-
-# Modules that import torch when imported, and why / who can change it.
-KNOWN_TORCH_AT_IMPORT: dict[str, str] = {
-    "rldk_engine.integrations.hf": "RLDKCallback subclasses transformers.TrainerCallback at "
-    "import time (transformers imports torch); integrations/hf.py: branches `live`/`stopwell`",
-}
 
 
 @dataclass(frozen=True)
@@ -288,15 +281,10 @@ def test_importing_the_engine_imports_neither_torch_nor_textual():
     """Every rldk_engine module, imported in one fresh interpreter (torch costs seconds and
     is an optional extra; textual belongs to rldk_tui)."""
     names = sorted(name for name in engine_modules()
-                   if not name.endswith("__main__") and name not in KNOWN_TORCH_AT_IMPORT)
+                   if not name.endswith("__main__"))
     result = _import_in_fresh_interpreter(names)
     assert result["culprits"] == {}, f"imported at import time by: {result['culprits']}"
     # an optional extra may be missing on a machine; an engine module must never be
     engine_failures = {n: e for n, e in result["failed"].items() if "rldk_engine" in e}
     assert engine_failures == {}
 
-
-@pytest.mark.xfail(strict=False, reason="; ".join(KNOWN_TORCH_AT_IMPORT.values()))
-@pytest.mark.parametrize("name", sorted(KNOWN_TORCH_AT_IMPORT))
-def test_known_torch_importers_no_longer_import_torch(name):
-    assert "torch" not in _import_in_fresh_interpreter([name])["culprits"]

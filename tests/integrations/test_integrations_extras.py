@@ -21,6 +21,6 @@ def test_importing_rldk_engine_imports_no_optional_extra():
 
 def test_hf_callback_without_transformers_names_the_extra():
     out = _python("import sys; sys.modules['transformers'] = None\n"
-                  "import rldk_engine.integrations.hf")
+                  "from rldk_engine.integrations.hf import RLDKCallback")
     assert out.returncode != 0
     assert "needs the optional 'hf' extra (pip install 'rldk[hf]')" in out.stderr
