@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[dev,demo,tensorboard,hf,wandb,ray,real]"
+	$(PY) -m pip install --quiet -e ".[dev,demo,tensorboard,hf,wandb,ray,real,notify]"
 	touch $(STAMP)
 
 test: $(STAMP)

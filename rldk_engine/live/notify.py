@@ -60,7 +60,7 @@ def build_apprise(urls: Sequence[str]) -> Any:
     try:
         import apprise
     except ImportError as exc:
-        raise NotifyError("--notify needs the 'apprise' package (pip install apprise)") from exc
+        raise NotifyError("--notify needs the optional 'notify' extra (pip install 'rldk[notify]')") from exc
     ap = apprise.Apprise()
     for url in urls:
         if not ap.add(url):
