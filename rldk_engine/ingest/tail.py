@@ -78,6 +78,15 @@ def open_regular(path: str | os.PathLike, *, nofollow: bool = False, write: bool
     return fd
 
 
+def close_quietly(fd: int | None) -> None:
+    """Close a descriptor we own; a close that fails has nothing left to lose."""
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 def check_regular(path: str | os.PathLike) -> None:
     """Raise NotARegularFile when something other than a regular file is at `path`
     (an absent path is fine: a followed log may appear later)."""
@@ -154,12 +163,8 @@ class FileTail:
         return True
 
     def close(self) -> None:
-        if self.fd is not None:
-            try:
-                os.close(self.fd)
-            except OSError:
-                pass
-            self.fd = None
+        close_quietly(self.fd)
+        self.fd = None
 
     def _head_rewritten(self) -> bool:
         """The first line is not what it was when it was read: rewritten in place."""

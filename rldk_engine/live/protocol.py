@@ -28,7 +28,13 @@ from typing import Any, Callable, Literal, TypedDict, Union
 
 import orjson
 
-from rldk_engine.ingest.tail import FileTail, NotARegularFile, file_kind, open_regular
+from rldk_engine.ingest.tail import (
+    FileTail,
+    NotARegularFile,
+    close_quietly,
+    file_kind,
+    open_regular,
+)
 
 RUN_JSONL = "run.jsonl"
 ALERTS_JSONL = "alerts.jsonl"
@@ -328,12 +334,8 @@ class RunDirLock:
         self.fd = fd
 
     def release(self) -> None:
-        if self.fd is not None:
-            try:
-                os.close(self.fd)
-            except OSError:
-                pass
-            self.fd = None
+        close_quietly(self.fd)
+        self.fd = None
 
 
 def _read_small(path: Path, limit: int) -> bytes:
