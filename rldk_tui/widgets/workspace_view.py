@@ -132,8 +132,12 @@ class WorkspaceView(Vertical):
             time.sleep(max(0.05, self.poll_s - (time.monotonic() - started)))
 
     def sort_key(self, run: RunSummary) -> tuple:
-        return (run.path not in self.pinned, STATE_ORDER.get(run.state, 6),
-                -(run.updated or 0.0), run.name)
+        # Live runs rewrite status.json twice a second: ordering them by that time would
+        # reorder (and rebuild) the whole table on every poll, so they sort by name; runs
+        # that ended sort newest first (their time no longer moves).
+        state = STATE_ORDER.get(run.state, 6)
+        recency = 0.0 if state == 0 else -(run.updated or 0.0)
+        return (run.path not in self.pinned, state, recency, run.name)
 
     def on_workspace_view_runs_updated(self, event: RunsUpdated) -> None:
         event.stop()
