@@ -20,7 +20,7 @@ from _util import best_of, result  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 SIM = ROOT / "demos" / "determinism_sim.py"
 # The original kit's format: metrics to RLDK_METRICS_PATH at exit, a summary on stdout.
-KIT_SIM = ROOT / "tests" / "kit_determinism_sim.py"
+KIT_SIM = ROOT / "tests" / "contract" / "kit_determinism_sim.py"
 REPLICAS = 4
 
 
