@@ -33,7 +33,6 @@ Hot path: standard library and PyYAML only.
 from __future__ import annotations
 
 import math
-import operator
 import re
 import time
 from collections import deque
@@ -43,10 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from rldk_engine.ingest.metrics import canonical_name
-from rldk_engine.live.rules import Alert, RulesError
+from rldk_engine.live.rules import COMPARE, Alert, RulesError
 
-_OPS: dict[str, Callable[[float, float], bool]] = {
-    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _OP = r"(>=|<=|>|<)"
 _Q = r"""(?:"([^"\\]*)"|'([^'\\]*)')"""
@@ -92,7 +89,7 @@ class KitRule:
         return name in self.names or (self.canonical is not None and canonical_name(name) in self.canonical)
 
     def met(self, values: deque[float]) -> bool:
-        cmp = _OPS[self.op]
+        cmp = COMPARE[self.op]
         if self.expr == "value":
             return all(cmp(v, self.threshold) for v in values) if self.kind == "consecutive" \
                 else cmp(values[-1], self.threshold)

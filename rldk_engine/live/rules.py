@@ -28,7 +28,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from statistics import median
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from rldk_engine.constants import MAD_TO_SIGMA, SEVERITY_ORDER
 from rldk_engine.ingest.metrics import canonical_name  # the alias table: standard library only
@@ -140,7 +140,8 @@ class Alert:
 # ----------------------------------------------------------------------------- loading
 
 
-_COMPARE = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+COMPARE: dict[str, Callable[[float, float], bool]] = {
+    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 
 
 class _Where:
@@ -549,16 +550,16 @@ class RuleEngine:
         elif not math.isfinite(x):
             return None  # non-finite values are the non_finite rule's business
         elif kind == "threshold":
-            hit = _COMPARE[cond.op](x, cond.value)
+            hit = COMPARE[cond.op](x, cond.value)
         elif kind == "abs":
-            hit = _COMPARE[cond.op](abs(x), cond.value)
+            hit = COMPARE[cond.op](abs(x), cond.value)
         else:  # baseline
             if st is None:
                 st = self._states[key] = _State(rule)
             score, _ = _baseline_score(cond, st, x)
             if score is None:
                 return None
-            hit = _COMPARE[cond.op](score, cond.value)
+            hit = COMPARE[cond.op](score, cond.value)
         if st is None:
             if not hit:
                 return None  # fast path: a fresh state with a miss stays all-zero
