@@ -267,6 +267,8 @@ class LiveView(Vertical):
             return
         snap = self.state.snapshot()
         status = snap.status
+        # the preset may arrive in status.json after the rows: its thresholds redraw the charts
+        force = self._take_preset(status) or force
         dir_gone = self._dir_gone()
         gone = dir_gone or self._supervisor_gone(status)
         header = self.query_one(RunHeader)
@@ -277,9 +279,6 @@ class LiveView(Vertical):
             self._track_run(status, gone)
             return
         self._last_version, self._gone_shown = snap.version, gone
-        if status.get("preset") != self.preset and not self.rules and status.get("preset"):
-            self.preset = str(status["preset"])
-            self.guardrails = rules_in_force(self.preset, None)
         if status.get("cmd"):
             header.command = " ".join(map(str, status["cmd"]))
         header.pid = status.get("child_pid")
@@ -305,6 +304,16 @@ class LiveView(Vertical):
         self.query_one(MonitorErrors).show(status)
         self._ring_on_stop(status)
         self._track_run(status, gone)
+
+    def _take_preset(self, status: dict) -> bool:
+        """Adopt the preset the monitor runs with (unless rules were given); True when the
+        thresholds drawn on the charts changed."""
+        preset = status.get("preset")
+        if not preset or preset == self.preset or self.rules:
+            return False
+        self.preset = str(preset)
+        self.guardrails = rules_in_force(self.preset, None)
+        return True
 
     def _draw_charts_when_due(self, snap: LiveSnapshot, force: bool = False) -> None:
         """Charts of a streaming run redraw at most every CHART_REDRAW_S; the data they
