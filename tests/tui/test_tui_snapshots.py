@@ -38,6 +38,12 @@ def make_app(tab: str, run_dir: Path | None = None, **extra) -> RldkApp:
                              clock=lambda: T0 + 100, refresh_s=0.05, **extra))
 
 
+def run_view_settled(app: RldkApp) -> bool:
+    """All 60 sample rows drawn and the preset from status.json in force (its threshold
+    lines are part of the picture; status.json may be read after the rows)."""
+    return app.live.rows_shown == 60 and app.live.preset == "ppo"
+
+
 async def no_blink(pilot) -> None:
     for widget in pilot.app.query(Input):
         widget.cursor_blink = False
@@ -68,7 +74,7 @@ def test_live_tab_snapshot(snap_compare):
 
     async def ingest(pilot) -> None:
         for _ in range(100):
-            if pilot.app.live.rows_shown == 60:
+            if run_view_settled(pilot.app):
                 break
             await pilot.pause(0.05)
         await pilot.pause(0.2)
@@ -167,7 +173,7 @@ def test_run_snapshot(snap_compare, size):
     root = three_runs()
 
     async def ingest(pilot) -> None:
-        await until(pilot, lambda: pilot.app.live.rows_shown == 60)
+        await until(pilot, lambda: run_view_settled(pilot.app))
 
     assert snap_compare(make_app("live", root / "runaway", workspace=root), terminal_size=size,
                         run_before=ingest)
@@ -181,7 +187,7 @@ def test_overlay_snapshot(snap_compare, size):
         f"{step},{0.04 + step / 2000},{step / 70},{2.0 - step / 50}\n" for step in range(0, 60, 4)))
 
     async def ingest(pilot) -> None:
-        await until(pilot, lambda: pilot.app.live.rows_shown == 60 and pilot.app.live.baseline
+        await until(pilot, lambda: run_view_settled(pilot.app) and pilot.app.live.baseline
                     and pilot.app.live.overlay_states[root / "healthy"].rows == 40)
         pilot.app.live.refresh_view(force=True)
         await pilot.pause(0.2)
@@ -196,7 +202,7 @@ def test_alert_panel_snapshot(snap_compare, size):
     root = three_runs()
 
     async def open_alert(pilot) -> None:
-        await until(pilot, lambda: pilot.app.live.rows_shown == 60)
+        await until(pilot, lambda: run_view_settled(pilot.app))
         await pilot.press("a", "enter")
         await until(pilot, lambda: isinstance(pilot.app.screen, AlertScreen))
 
